@@ -1,0 +1,3 @@
+from authnode.cli import main
+
+main()

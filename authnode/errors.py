@@ -1,0 +1,121 @@
+"""The one exception hierarchy of authnode.
+
+Every error a request can meet is an :class:`AuthnodeError`; each class carries the HTTP
+status and the stable error code it maps to, so the mapping to HTTP happens in exactly one
+place (``authnode.api.errors``). Messages are safe to show to a client: they never contain
+a password, a token or another user's data.
+"""
+
+from __future__ import annotations
+
+
+class AuthnodeError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    default_message: str = "Something went wrong on our side."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(AuthnodeError):
+    status = 422
+    code = "invalid_request"
+    default_message = "The request is not valid."
+
+
+class MalformedRequest(AuthnodeError):
+    status = 400
+    code = "invalid_request"
+    default_message = "The request body is not valid JSON."
+
+
+class WeakPassword(AuthnodeError):
+    status = 422
+    code = "weak_password"
+    default_message = "Choose a password of 8 to 128 characters that is not a common one."
+
+
+class InvalidCredentials(AuthnodeError):
+    status = 401
+    code = "invalid_credentials"
+    default_message = "The email or password is incorrect."
+
+
+class InvalidToken(AuthnodeError):
+    """A bearer, refresh or email-link token that is missing, malformed, expired or revoked."""
+
+    status = 401
+    code = "invalid_token"
+    default_message = "The token is missing, malformed, expired or revoked."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class InvalidEmailToken(AuthnodeError):
+    status = 400
+    code = "invalid_token"
+    default_message = "The link is unknown, expired or already used."
+
+
+class EmailNotVerified(AuthnodeError):
+    status = 403
+    code = "email_not_verified"
+    default_message = "Verify your email address before logging in."
+
+
+class AccountDisabled(AuthnodeError):
+    status = 403
+    code = "account_disabled"
+    default_message = "This account is disabled."
+
+
+class NotFound(AuthnodeError):
+    status = 404
+    code = "not_found"
+    default_message = "Not found."
+
+
+class MethodNotAllowed(AuthnodeError):
+    status = 405
+    code = "method_not_allowed"
+    default_message = "This method is not allowed here."
+
+
+class PayloadTooLarge(AuthnodeError):
+    status = 413
+    code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class RateLimited(AuthnodeError):
+    status = 429
+    code = "rate_limited"
+    default_message = "Too many attempts; try again later."
+
+    def __init__(self, retry_after_s: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class Unavailable(AuthnodeError):
+    """A dependency (MongoDB, Redis, PostgreSQL) did not answer; the client may retry."""
+
+    status = 503
+    code = "unavailable"
+    default_message = "The service is temporarily unavailable; try again shortly."
+
+    def __init__(self, dependency: str, message: str | None = None) -> None:
+        super().__init__(message or f"{dependency} is unavailable; try again shortly.")
+        self.dependency = dependency
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}

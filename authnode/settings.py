@@ -1,0 +1,521 @@
+"""The one settings object, built once at startup and passed down.
+
+Every value comes from, in order of precedence: the process environment, an optional
+``.env`` file, a preset file (``config/<name>.env``), the hardware tuning of
+:mod:`authnode.tuning`, or a built-in default. :func:`load_settings` records which one
+won for each variable so ``authnode config show`` can say so. A value that does not
+parse raises :class:`SettingsError` naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from authnode.tuning import HostResources, Tuned, tune
+
+PRESETS = ("starter", "growth", "high-scale")
+SECRET_KEY_MIN_CHARS = 32
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; ``str()`` is the one line shown to the operator."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class Secret:
+    """A string that never prints: repr and str are masked; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` events per ``window_s`` seconds."""
+
+    count: int
+    window_s: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.window_s}s"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Connections
+    mongodb_uri: str
+    redis_url: str
+    redis_mode: Literal["single", "cluster"]
+    postgres_url: str
+    smtp_url: str
+    mail_from: str
+    public_url: str
+    secret_key: Secret | None
+    bind: str
+    instance_id: str
+    # Pools and concurrency (the seed's variables)
+    db_pool_size: int
+    db_min_pool_size: int
+    db_max_idle_time_ms: int
+    db_wait_queue_timeout_ms: int
+    worker_concurrency: int
+    worker_cpu_concurrency: int
+    disable_stalled_job_check: bool
+    shutdown_timeout_ms: int
+    hash_threads: int
+    redis_max_connections: int
+    postgres_pool_size: int
+    api_workers: int
+    # HTTP server
+    request_timeout_s: float
+    body_timeout_s: float
+    keep_alive_timeout_s: float
+    max_body_bytes: int
+    trust_forwarded_for: bool
+    # Passwords
+    argon2_memory_kib: int
+    argon2_time_cost: int
+    argon2_parallelism: int
+    # Tokens
+    access_token_ttl_s: int
+    refresh_token_ttl_s: int
+    refresh_reuse_grace_s: int
+    email_token_ttl_s: int
+    verify_email_token_ttl_s: int
+    signing_key_rotation_s: int
+    jwks_max_age_s: int
+    # Pages
+    verify_redirect_url: str | None
+    reset_redirect_url: str | None
+    # Scale-out
+    profile_cache_ttl_s: int
+    online_window_s: int
+    connection_share_warn_percent: int
+    # Rate limits
+    login_account_limit: RateLimit
+    login_ip_limit: RateLimit
+    register_ip_limit: RateLimit
+    forgot_ip_limit: RateLimit
+    resend_ip_limit: RateLimit
+    email_address_limit: RateLimit
+    # Jobs
+    email_max_attempts: int
+    stalled_job_after_s: int
+    # Logging
+    log_level: str
+    # Where each value came from, by variable name (not part of equality).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def public_origin(self) -> str:
+        return self.public_url.rstrip("/")
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number >= {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
+def _float_above_zero(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds > 0") from None
+    if not value > 0:
+        raise ValueError("expected a number of seconds > 0")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _boolean(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected one of true, false, 1, 0, yes, no")
+
+
+def _choice(*accepted: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = raw.strip().lower()
+        if text not in accepted:
+            raise ValueError(f"expected one of {', '.join(accepted)}")
+        return text
+
+    return parse
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_s(raw: str) -> int:
+    """Whole seconds, written as ``900``, ``900s``, ``15m``, ``24h`` or ``7d``."""
+    match = _DURATION.match(raw)
+    if match is None or match.group(2) == "ms":
+        raise ValueError("expected a duration such as 900, 15m, 24h or 7d")
+    value = int(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+    if value < 1:
+        raise ValueError("expected a duration of at least 1 second")
+    return value
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|m|h|d|second|minute|hour|day)s?\s*$")
+_RATE_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "second": 1, "minute": 60,
+                "hour": 3600, "day": 86400}
+
+
+def _rate_limit(raw: str) -> RateLimit:
+    """``COUNT/WINDOW`` such as ``10/15m``, ``5/1h`` or ``1/minute``."""
+    match = _RATE.match(raw)
+    if match is None:
+        raise ValueError("expected COUNT/WINDOW such as 10/15m, 20/1h or 1/minute")
+    count = int(match.group(1))
+    window_s = int(match.group(2) or "1") * _RATE_UNIT_S[match.group(3)]
+    if count < 1 or window_s < 1:
+        raise ValueError("expected a count and a window of at least 1")
+    return RateLimit(count=count, window_s=window_s)
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = raw.strip()
+        parts = urlsplit(text)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return text
+
+    return parse
+
+
+def _optional_url(raw: str) -> str | None:
+    if not raw.strip():
+        return None
+    return _url("http", "https")(raw)
+
+
+def _redis_url(raw: str) -> str:
+    """One ``redis://`` URL, or in cluster mode a comma-separated list of startup nodes."""
+    nodes = [part.strip() for part in raw.split(",") if part.strip()]
+    if not nodes:
+        raise ValueError("expected redis://HOST:PORT[/0] or a comma-separated list of them")
+    for node in nodes:
+        parts = urlsplit(node if "://" in node else f"redis://{node}")
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("expected redis://HOST:PORT[/0] or a comma-separated list of them")
+        if parts.path not in ("", "/", "/0"):
+            raise ValueError("only database 0 is allowed (Redis Cluster has no other)")
+    return ",".join(nodes)
+
+
+def _bind(raw: str) -> str:
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT such as 0.0.0.0:8000")
+    return raw.strip()
+
+
+def _secret(raw: str) -> Secret | None:
+    if not raw:
+        return None
+    if len(raw) < SECRET_KEY_MIN_CHARS:
+        raise ValueError(f"expected at least {SECRET_KEY_MIN_CHARS} characters")
+    return Secret(raw)
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("expected a non-empty value")
+    return raw.strip()
+
+
+def _optional_text(raw: str) -> str:
+    return raw.strip()
+
+
+def _log_level(raw: str) -> str:
+    return _choice("debug", "info", "warning", "error")(raw).upper()
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class _Spec:
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str | None = None  # raw text, parsed like any other source
+    tuned: Callable[[Tuned], int] | None = None
+    secret: bool = False
+    help: str = ""
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+SPECS: tuple[_Spec, ...] = (
+    _Spec("MONGODB_URI", "mongodb_uri", _url("mongodb", "mongodb+srv"),
+          "mongodb://127.0.0.1:27017/authnode", help="MongoDB (or MongoDB-wire) URI with database"),
+    _Spec("REDIS_URL", "redis_url", _redis_url, "redis://127.0.0.1:6379/0",
+          help="Redis URL; in cluster mode a comma-separated list of startup nodes"),
+    _Spec("REDIS_MODE", "redis_mode", _choice("single", "cluster"), "single"),
+    _Spec("POSTGRES_URL", "postgres_url", _url("postgresql", "postgres"),
+          "postgresql://postgres@127.0.0.1:5432/authnode", help="job queue database"),
+    _Spec("SMTP_URL", "smtp_url", _url("smtp", "smtps", "console"), "smtp://127.0.0.1:25",
+          help="smtp://[user:pass@]host:port, smtps:// for implicit TLS, console:// to print"),
+    _Spec("MAIL_FROM", "mail_from", _text, "authnode <no-reply@localhost>"),
+    _Spec("PUBLIC_URL", "public_url", _url("http", "https"), "http://127.0.0.1:8000",
+          help="origin users reach; the token issuer and the base of email links"),
+    _Spec("SECRET_KEY", "secret_key", _secret, "", secret=True,
+          help=f"at least {SECRET_KEY_MIN_CHARS} characters; encrypts signing keys at rest"),
+    _Spec("BIND", "bind", _bind, "127.0.0.1:8000"),
+    _Spec("INSTANCE_ID", "instance_id", _text, None, help="name in logs; default host:pid"),
+    _Spec("DB_POOL_SIZE", "db_pool_size", _int_at_least(1), tuned=lambda t: t.db_pool_size),
+    _Spec("DB_MIN_POOL_SIZE", "db_min_pool_size", _int_at_least(0),
+          tuned=lambda t: t.db_min_pool_size),
+    _Spec("DB_MAX_IDLE_TIME_MS", "db_max_idle_time_ms", _int_at_least(0), "0",
+          help="0 keeps idle connections forever"),
+    _Spec("DB_WAIT_QUEUE_TIMEOUT_MS", "db_wait_queue_timeout_ms", _int_at_least(1), "10000"),
+    _Spec("WORKER_CONCURRENCY", "worker_concurrency", _int_at_least(1),
+          tuned=lambda t: t.io_worker_concurrency, help="jobs at once on the I/O queue (email)"),
+    _Spec("WORKER_CPU_CONCURRENCY", "worker_cpu_concurrency", _int_at_least(1),
+          tuned=lambda t: t.cpu_worker_concurrency, help="jobs at once on the CPU queue"),
+    _Spec("DISABLE_STALLED_JOB_CHECK", "disable_stalled_job_check", _boolean, "false"),
+    _Spec("SHUTDOWN_TIMEOUT_MS", "shutdown_timeout_ms", _int_at_least(0), "10000"),
+    _Spec("HASH_THREADS", "hash_threads", _int_at_least(1), tuned=lambda t: t.hash_threads),
+    _Spec("REDIS_MAX_CONNECTIONS", "redis_max_connections", _int_at_least(1),
+          tuned=lambda t: t.redis_max_connections),
+    _Spec("POSTGRES_POOL_SIZE", "postgres_pool_size", _int_at_least(2),
+          tuned=lambda t: t.postgres_pool_size),
+    _Spec("API_WORKERS", "api_workers", _int_at_least(1), tuned=lambda t: t.api_workers,
+          help="API processes sharing the port (--workers)"),
+    _Spec("REQUEST_TIMEOUT_S", "request_timeout_s", _float_above_zero, "30"),
+    _Spec("BODY_TIMEOUT_S", "body_timeout_s", _float_above_zero, "10"),
+    _Spec("KEEP_ALIVE_TIMEOUT_S", "keep_alive_timeout_s", _float_above_zero, "5"),
+    _Spec("MAX_BODY_BYTES", "max_body_bytes", _int_at_least(1024), "65536"),
+    _Spec("TRUST_FORWARDED_FOR", "trust_forwarded_for", _boolean, "false",
+          help="take the client IP from X-Forwarded-For (only behind a trusted proxy)"),
+    _Spec("ARGON2_MEMORY_KIB", "argon2_memory_kib", _int_at_least(19456), "19456",
+          help="OWASP minimum is 19456 (19 MiB)"),
+    _Spec("ARGON2_TIME_COST", "argon2_time_cost", _int_at_least(2), "2"),
+    _Spec("ARGON2_PARALLELISM", "argon2_parallelism", _int_at_least(1), "1"),
+    _Spec("ACCESS_TOKEN_TTL", "access_token_ttl_s", _duration_s, "900"),
+    _Spec("REFRESH_TOKEN_TTL", "refresh_token_ttl_s", _duration_s, "30d"),
+    _Spec("REFRESH_REUSE_GRACE_S", "refresh_reuse_grace_s", _int_at_least(0), "10"),
+    _Spec("EMAIL_TOKEN_TTL", "email_token_ttl_s", _duration_s, "1h",
+          help="lifetime of password-reset links"),
+    _Spec("VERIFY_EMAIL_TOKEN_TTL", "verify_email_token_ttl_s", _duration_s, "24h"),
+    _Spec("SIGNING_KEY_ROTATION", "signing_key_rotation_s", _duration_s, "7d"),
+    _Spec("JWKS_MAX_AGE_S", "jwks_max_age_s", _int_at_least(0), "300"),
+    _Spec("VERIFY_REDIRECT_URL", "verify_redirect_url", _optional_url, ""),
+    _Spec("RESET_REDIRECT_URL", "reset_redirect_url", _optional_url, ""),
+    _Spec("PROFILE_CACHE_TTL", "profile_cache_ttl_s", _duration_s, "300"),
+    _Spec("ONLINE_WINDOW_S", "online_window_s", _int_at_least(60), "300"),
+    _Spec("CONNECTION_SHARE_WARN_PERCENT", "connection_share_warn_percent",
+          _int_at_least(1), "25"),
+    _Spec("LOGIN_ACCOUNT_LIMIT", "login_account_limit", _rate_limit, "10/15m",
+          help="failed logins per account before 429"),
+    _Spec("LOGIN_IP_LIMIT", "login_ip_limit", _rate_limit, "100/15m"),
+    _Spec("REGISTER_IP_LIMIT", "register_ip_limit", _rate_limit, "20/1h"),
+    _Spec("FORGOT_IP_LIMIT", "forgot_ip_limit", _rate_limit, "20/1h"),
+    _Spec("RESEND_IP_LIMIT", "resend_ip_limit", _rate_limit, "20/1h"),
+    _Spec("EMAIL_ADDRESS_LIMIT", "email_address_limit", _rate_limit, "1/1m",
+          help="emails of one kind to one address"),
+    _Spec("EMAIL_MAX_ATTEMPTS", "email_max_attempts", _int_at_least(1), "8"),
+    _Spec("STALLED_JOB_AFTER_S", "stalled_job_after_s", _int_at_least(5), "30",
+          help="a running job whose worker is silent this long is retried"),
+    _Spec("LOG_LEVEL", "log_level", _log_level, "info"),
+)
+
+SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines; blank lines and ``#`` comments ignored, quotes stripped."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith("export "):
+            text = text[len("export "):]
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(str(path), f"line {number} is not KEY=VALUE")
+        value = value.split(" #", 1)[0].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def preset_dirs() -> list[Path]:
+    """Where preset files are looked for: $AUTHNODE_CONFIG_DIR, the checkout, /etc."""
+    dirs = []
+    if configured := os.environ.get("AUTHNODE_CONFIG_DIR"):
+        dirs.append(Path(configured))
+    dirs.append(Path(__file__).resolve().parent.parent / "config")
+    dirs.append(Path("/etc/authnode/presets"))
+    return dirs
+
+
+def find_preset(name: str) -> Path:
+    if name not in PRESETS:
+        raise SettingsError("AUTHNODE_PRESET", f"unknown preset {name!r}; expected one of "
+                            f"{', '.join(PRESETS)}")
+    for directory in preset_dirs():
+        candidate = directory / f"{name}.env"
+        if candidate.is_file():
+            return candidate
+    raise SettingsError("AUTHNODE_PRESET", f"preset file {name}.env not found in "
+                        f"{', '.join(str(d) for d in preset_dirs())}")
+
+
+def load_settings(
+    environ: Mapping[str, str],
+    *,
+    host: HostResources,
+    preset: str | None = None,
+    env_file: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings; raise :class:`SettingsError` for the first unusable value.
+
+    ``overrides`` (command-line options such as ``--bind``) win over everything."""
+    preset = preset or environ.get("AUTHNODE_PRESET") or None
+    layers: list[tuple[str, Mapping[str, str]]] = [("command line", overrides or {}),
+                                                   ("environment", environ)]
+    if env_file is not None and env_file.is_file():
+        layers.append((f"file {env_file}", parse_env_file(env_file)))
+    if preset:
+        layers.append((f"preset {preset}", parse_env_file(find_preset(preset))))
+
+    known = {spec.env for spec in SPECS}
+    for source, layer in layers[2:]:
+        for key in layer:
+            if key not in known:
+                raise SettingsError(key, f"unknown variable in {source}")
+
+    argon2_memory_kib = _resolve(_spec("ARGON2_MEMORY_KIB"), layers, None)[0]
+    tuned = tune(host, argon2_memory_kib=argon2_memory_kib)
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in SPECS:
+        values[spec.attr], sources[spec.env] = _resolve(spec, layers, tuned)
+    if values["instance_id"] is None:
+        values["instance_id"] = _default_instance_id()
+    settings = Settings(**values, sources=sources)
+    _check_consistency(settings)
+    return settings
+
+
+def _spec(env: str) -> _Spec:
+    return next(spec for spec in SPECS if spec.env == env)
+
+
+def _resolve(
+    spec: _Spec, layers: list[tuple[str, Mapping[str, str]]], tuned: Tuned | None
+) -> tuple[Any, str]:
+    for source, layer in layers:
+        raw = layer.get(spec.env)
+        if raw is None or (raw == "" and spec.default is None and spec.tuned is not None):
+            continue
+        try:
+            return spec.parse(raw), source
+        except ValueError as error:
+            shown = "(hidden)" if spec.secret else repr(raw)
+            raise SettingsError(spec.env, f"invalid value {shown}: {error}") from None
+    if spec.tuned is not None and tuned is not None:
+        return spec.tuned(tuned), "tuned from hardware"
+    if spec.default is None:
+        return None, "default"
+    return spec.parse(spec.default), "default"
+
+
+def _check_consistency(settings: Settings) -> None:
+    if settings.db_min_pool_size > settings.db_pool_size:
+        raise SettingsError(
+            "DB_MIN_POOL_SIZE",
+            f"{settings.db_min_pool_size} is above DB_POOL_SIZE={settings.db_pool_size}; "
+            "expected a minimum no larger than the maximum",
+        )
+    nodes = settings.redis_url.split(",")
+    if settings.redis_mode == "single" and len(nodes) > 1:
+        raise SettingsError("REDIS_URL", "a list of nodes needs REDIS_MODE=cluster")
+
+
+def require_secret_key(settings: Settings) -> Secret:
+    if settings.secret_key is None:
+        raise SettingsError(
+            "SECRET_KEY", f"required: set at least {SECRET_KEY_MIN_CHARS} random characters "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+    return settings.secret_key
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(variable, shown value, source) rows for ``authnode config show``; secrets masked."""
+    attr_values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    rows = []
+    for spec in SPECS:
+        value = attr_values[spec.attr]
+        if spec.secret:
+            shown = "(unset)" if value is None else "********"
+        elif value is None:
+            shown = "(unset)"
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        else:
+            shown = _mask_url_password(str(value))
+        rows.append((spec.env, shown, settings.sources.get(spec.env, "default")))
+    return rows
+
+
+def _mask_url_password(text: str) -> str:
+    return re.sub(r"(://[^:/@,]*:)[^@/,]*@", r"\1****@", text)
