@@ -1,0 +1,98 @@
+"""Cache-aside for profiles: Redis first, MongoDB (``secondaryPreferred``) on a miss.
+
+* No stampede: concurrent misses for one user in this process share one MongoDB read.
+* No stale fill: a write replaces the entry with a short-lived tombstone instead of
+  deleting it, and a fill only writes where no tombstone is, so a slow reader that fetched
+  the old document before the write cannot put it back after the write's invalidation.
+* Redis down: reads fall back to MongoDB and still answer; invalidation raises
+  ``Unavailable`` so a write is refused rather than leaving a stale entry behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from authnode import redis_keys
+from authnode.clients.redis import REDIS_OUTAGE_ERRORS, RedisClient, redis_unavailable
+
+TOMBSTONE = b"!"
+TOMBSTONE_TTL_S = 5
+
+# Set the value unless a tombstone is there (KEYS[1]; ARGV: value, ttl seconds, tombstone).
+_FILL = """
+if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+Loader = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.value: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+
+class ProfileCache:
+    def __init__(self, redis: RedisClient, load: Loader, *, ttl_s: int,
+                 on_hit: Callable[[], None] | None = None,
+                 on_miss: Callable[[], None] | None = None) -> None:
+        self._redis = redis
+        self._load = load
+        self._ttl_s = ttl_s
+        self._fill = redis.register_script(_FILL)
+        self._flights: dict[str, _Flight] = {}
+        self._on_hit = on_hit or (lambda: None)
+        self._on_miss = on_miss or (lambda: None)
+
+    async def get(self, user_id: str) -> dict[str, Any] | None:
+        """The public profile, or None if the user does not exist."""
+        key = redis_keys.profile(user_id)
+        try:
+            raw = await self._redis.get(key)
+        except REDIS_OUTAGE_ERRORS:
+            raw = None
+        if raw is not None and raw != TOMBSTONE:
+            self._on_hit()
+            value: dict[str, Any] = json.loads(raw)
+            return value
+        self._on_miss()
+        return await self._load_once(user_id, fill=raw is None)
+
+    async def _load_once(self, user_id: str, *, fill: bool) -> dict[str, Any] | None:
+        flight = self._flights.get(user_id)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        flight = self._flights[user_id] = _Flight()
+        try:
+            flight.value = await self._load(user_id)
+            if fill and flight.value is not None:
+                await self._store(user_id, flight.value)
+            return flight.value
+        except BaseException as error:
+            flight.error = error
+            raise
+        finally:
+            del self._flights[user_id]
+            flight.done.set()
+
+    async def _store(self, user_id: str, profile: dict[str, Any]) -> None:
+        try:
+            await self._fill(keys=[redis_keys.profile(user_id)],
+                             args=[json.dumps(profile, separators=(",", ":")),
+                                   self._ttl_s, TOMBSTONE])
+        except REDIS_OUTAGE_ERRORS:
+            pass  # the cache is an optimisation; the answer is already in hand
+
+    async def invalidate(self, user_id: str) -> None:
+        async with redis_unavailable():
+            await self._redis.set(redis_keys.profile(user_id), TOMBSTONE, ex=TOMBSTONE_TTL_S)

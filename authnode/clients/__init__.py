@@ -1,0 +1,1 @@
+"""Factories for the shared servers: Redis, MongoDB and PostgreSQL (the job queue)."""

@@ -1,0 +1,50 @@
+"""Every Redis key authnode uses, one builder each.
+
+All keys start with ``an:`` so authnode can share a Redis with other software. Keys that
+one command reads together carry the same ``{hash tag}`` so they land in the same Redis
+Cluster slot; keys of different users carry different tags so load spreads over shards.
+Subjects that are personal data (emails, IP addresses) are hashed before they become part
+of a key, so a ``KEYS``/``SCAN`` of Redis does not list who uses the service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "an"
+
+
+def _digest(subject: str) -> str:
+    return hashlib.sha256(subject.encode("utf-8")).hexdigest()[:32]
+
+
+def user_tag(user_id: str) -> str:
+    return "{u:" + user_id + "}"
+
+
+def revoked_session(user_id: str, session_id: str) -> str:
+    """Present while the access tokens of this session must be refused."""
+    return f"{PREFIX}:rev:{user_tag(user_id)}:s:{session_id}"
+
+
+def revoked_before(user_id: str) -> str:
+    """Epoch seconds; access tokens of this user issued before it are refused."""
+    return f"{PREFIX}:rev:{user_tag(user_id)}:all"
+
+
+def profile(user_id: str) -> str:
+    return f"{PREFIX}:profile:{user_tag(user_id)}"
+
+
+def rate_limit(limit_name: str, subject: str) -> str:
+    """One key per limit and subject (account, IP, address) so the check is one command."""
+    return f"{PREFIX}:rl:{limit_name}:{{{_digest(subject)}}}"
+
+
+def email_sent(idempotency_key: str) -> str:
+    return f"{PREFIX}:mail:sent:{{{_digest(idempotency_key)}}}"
+
+
+def online_shard(shard: int, minute: int) -> str:
+    """Online users are spread over shards (see :mod:`authnode.online`)."""
+    return f"{PREFIX}:online:{{s{shard}}}:{minute}"

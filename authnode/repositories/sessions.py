@@ -1,0 +1,86 @@
+"""The ``sessions`` collection: one document per login, holding the refresh-token hash.
+
+Rotation is one atomic ``find_one_and_update`` whose filter carries the expected current
+hash, so two instances can never both rotate the same token. Expiry is checked in every
+filter (FerretDB has no TTL monitor, and MongoDB's runs only once a minute); a periodic
+job deletes what has expired.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+
+from authnode.clients.mongo import Document, MongoHandles
+
+COLLECTION = "sessions"
+
+
+class SessionRepository:
+    def __init__(self, mongo: MongoHandles) -> None:
+        self._fresh = mongo.primary[COLLECTION]
+        self._lagging = mongo.replica[COLLECTION]
+
+    async def ensure_indexes(self) -> None:
+        await self._fresh.create_index("user_id", name="user_id")
+        await self._fresh.create_index("expires_at", name="expires_at")
+
+    async def insert(self, session: Document) -> None:
+        await self._fresh.insert_one(session)
+
+    async def by_id(self, session_id: str) -> Document | None:
+        return await self._fresh.find_one({"_id": session_id})
+
+    async def rotate(self, session_id: str, current_hash: str, *, new_hash: str, nonce: str,
+                     now: datetime) -> Document | None:
+        """Swap the refresh hash if ``current_hash`` is still the live one."""
+        return await self._fresh.find_one_and_update(
+            {"_id": session_id, "refresh_hash": current_hash, "revoked_at": None,
+             "expires_at": {"$gt": now}},
+            {"$set": {"refresh_hash": new_hash, "previous_hash": current_hash,
+                      "rotation_nonce": nonce, "rotated_at": now, "last_used_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def touch(self, session_id: str, now: datetime) -> None:
+        await self._fresh.update_one({"_id": session_id}, {"$set": {"last_used_at": now}})
+
+    async def revoke(self, session_id: str, now: datetime,
+                     *, user_id: str | None = None) -> Document | None:
+        """End one session; with ``user_id`` only if it belongs to that user."""
+        query: dict[str, Any] = {"_id": session_id, "revoked_at": None}
+        if user_id is not None:
+            query["user_id"] = user_id
+        return await self._fresh.find_one_and_update(
+            query, {"$set": {"revoked_at": now}}, return_document=ReturnDocument.AFTER)
+
+    async def revoke_all(self, user_id: str, now: datetime,
+                         *, except_session: str | None = None) -> int:
+        query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
+        if except_session is not None:
+            query["_id"] = {"$ne": except_session}
+        result = await self._fresh.update_many(query, {"$set": {"revoked_at": now}})
+        return result.modified_count
+
+    async def active_for_user(self, user_id: str, now: datetime) -> list[Document]:
+        cursor = self._lagging.find(
+            {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}}
+        ).sort("created_at", -1).limit(500)
+        return await cursor.to_list()
+
+    async def live_ids_for_user(self, user_id: str, now: datetime) -> list[str]:
+        """Fresh (primary) list, for revocation: every live session must be found."""
+        cursor = self._fresh.find(
+            {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}},
+            projection={"_id": 1})
+        return [doc["_id"] for doc in await cursor.to_list()]
+
+    async def delete_for_user(self, user_id: str) -> None:
+        await self._fresh.delete_many({"user_id": user_id})
+
+    async def purge(self, now: datetime, revoked_before: datetime) -> int:
+        result = await self._fresh.delete_many(
+            {"$or": [{"expires_at": {"$lte": now}}, {"revoked_at": {"$lte": revoked_before}}]})
+        return result.deleted_count
