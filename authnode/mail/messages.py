@@ -1,0 +1,314 @@
+"""The four emails authnode sends, rendered to :class:`email.message.EmailMessage`.
+
+:func:`render` is pure: the same arguments give the same message apart from ``Date``.
+Every message has a text/plain and a text/html alternative, a ``Message-ID`` derived only
+from ``message_id_key`` (so a job that is retried sends the same Message-ID and receiving
+servers can drop the duplicate), and headers built only from trusted values: the To header
+is the bare address, and the user's display name never appears in any header (names are
+user input and may contain CR/LF); it appears only in the body, cleaned of control
+characters and HTML-escaped in the HTML part.
+
+Do not use the token as ``message_id_key`` (use the job or token id): the Message-ID is
+also logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import textwrap
+import unicodedata
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate
+from enum import StrEnum
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit
+
+if TYPE_CHECKING:
+    from authnode.settings import Settings
+
+__all__ = [
+    "DEFAULT_VALID_FOR_S",
+    "KIND_HEADER",
+    "MailKind",
+    "message_id",
+    "render",
+    "token_ttl_s",
+]
+
+# Custom header naming the kind, so a sender can log it without parsing the body.
+KIND_HEADER = "X-Authnode-Kind"
+
+NAME_MAX_CHARS = 64
+_TEXT_WIDTH = 72
+
+
+class MailKind(StrEnum):
+    VERIFY_EMAIL = "verify_email"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 (a kind name, not a password)
+    ALREADY_REGISTERED = "already_registered"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+
+    @property
+    def has_token(self) -> bool:
+        return self in (MailKind.VERIFY_EMAIL, MailKind.PASSWORD_RESET)
+
+
+# Used when ``valid_for_s`` is None; they match the settings' defaults
+# (VERIFY_EMAIL_TOKEN_TTL=24h, EMAIL_TOKEN_TTL=1h). Prefer passing the configured value.
+DEFAULT_VALID_FOR_S: dict[MailKind, int] = {
+    MailKind.VERIFY_EMAIL: 24 * 3600,
+    MailKind.PASSWORD_RESET: 3600,
+}
+
+_LINK_PATHS: dict[MailKind, str] = {
+    MailKind.VERIFY_EMAIL: "/verify-email",
+    MailKind.PASSWORD_RESET: "/reset-password",
+}
+
+
+def token_ttl_s(kind: MailKind | str, settings: Settings) -> int | None:
+    """The configured lifetime of the link in a ``kind`` email; None for the notices."""
+    kind = MailKind(kind)
+    if kind is MailKind.VERIFY_EMAIL:
+        return settings.verify_email_token_ttl_s
+    if kind is MailKind.PASSWORD_RESET:
+        return settings.email_token_ttl_s
+    return None
+
+
+def message_id(key: str) -> str:
+    """``<first 32 hex digits of sha256(key)@authnode>``: the same key, the same id."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    return f"<{digest}@authnode>"
+
+
+@dataclass(frozen=True)
+class _Content:
+    subject: str
+    before: tuple[str, ...]  # paragraphs before the link
+    action: str | None = None  # label of the link button
+    after: tuple[str, ...] = ()  # paragraphs after the link
+
+
+def _content(kind: MailKind, valid_for: str) -> _Content:
+    if kind is MailKind.VERIFY_EMAIL:
+        return _Content(
+            subject="Verify your email address",
+            before=("Please confirm that this is your email address by opening the link "
+                    "below.",),
+            action="Verify email address",
+            after=(f"The link is valid for {valid_for} and can be used once.",
+                   "If you did not create an account, you can ignore this email."),
+        )
+    if kind is MailKind.PASSWORD_RESET:
+        return _Content(
+            subject="Reset your password",
+            before=("We received a request to reset the password of your account. To "
+                    "choose a new password, open the link below.",),
+            action="Choose a new password",
+            after=(f"The link is valid for {valid_for} and can be used once.",
+                   "If you did not ask for this, you can ignore this email: your password "
+                   "has not been changed."),
+        )
+    if kind is MailKind.ALREADY_REGISTERED:
+        return _Content(
+            subject="You already have an account",
+            before=("Someone, probably you, tried to create a new account with this "
+                    "email address, but an account with this address already exists.",
+                    "If that was you, log in with your existing password. If you have "
+                    "forgotten it, use \u201cForgot password\u201d in the app to choose a "
+                    "new one.",
+                    "If it was not you, you can ignore this email: nothing has changed."),
+        )
+    return _Content(
+        subject="Your password was changed",
+        before=("The password of your account was just changed.",
+                "If you made this change, there is nothing else to do.",
+                "If you did not, someone else may know your password: use \u201cForgot "
+                "password\u201d in the app right away to choose a new one."),
+    )
+
+
+def render(
+    kind: MailKind | str,
+    *,
+    to: str,
+    mail_from: str,
+    public_url: str,
+    token: str | None = None,
+    name: str | None = None,
+    valid_for_s: int | None = None,
+    message_id_key: str,
+) -> EmailMessage:
+    """Build the ``kind`` email to ``to``.
+
+    ``token`` is required for ``verify_email`` and ``password_reset`` and refused for the
+    two notices. ``valid_for_s`` is the link's lifetime as stated in the text (default:
+    :data:`DEFAULT_VALID_FOR_S`). Raises ``ValueError`` for an unknown kind, an address
+    that is not a single bare address (CR/LF, spaces, commas, angle brackets...), or a
+    missing/unexpected token; such a message can never be sent, so do not retry it.
+    """
+    kind = MailKind(kind)
+    to_address = _recipient(to)
+    _check_header_value("mail_from", mail_from)
+    origin = _origin(public_url)
+
+    link: str | None = None
+    valid_for = ""
+    if kind.has_token:
+        if not token:
+            raise ValueError(f"a {kind.value} email needs a token")
+        link = f"{origin}{_LINK_PATHS[kind]}?token={quote(token, safe='')}"
+        seconds = DEFAULT_VALID_FOR_S[kind] if valid_for_s is None else valid_for_s
+        valid_for = _duration(seconds)
+    elif token is not None:
+        raise ValueError(f"a {kind.value} email carries no token")
+
+    content = _content(kind, valid_for)
+    greeting_name = _clean_name(name)
+
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = to_address
+    message["Subject"] = content.subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = message_id(message_id_key)
+    message["Auto-Submitted"] = "auto-generated"
+    message[KIND_HEADER] = kind.value
+    message.set_content(_text_body(content, greeting_name, link))
+    message.add_alternative(_html_body(content, greeting_name, link), subtype="html")
+    return message
+
+
+# --------------------------------------------------------------------------- checks
+
+
+_FORBIDDEN_IN_ADDRESS = set(' \t<>,;:()[]\\"')
+
+
+def _recipient(to: str) -> Address:
+    """The bare address ``local@domain``, or ValueError; never echoes the value back."""
+    _check_header_value("to", to)
+    local, at, domain = to.rpartition("@")
+    if (
+        not at
+        or not local
+        or not domain
+        or "@" in local
+        or any(ch in _FORBIDDEN_IN_ADDRESS or not ch.isprintable() for ch in to)
+    ):
+        raise ValueError("to: expected one bare address, local@domain")
+    try:
+        return Address(username=local, domain=domain)
+    except ValueError:
+        raise ValueError("to: expected one bare address, local@domain"
+                         ) from None
+
+
+def _check_header_value(what: str, value: str) -> None:
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ValueError(f"{what}: must not contain CR, LF or NUL characters")
+
+
+def _origin(public_url: str) -> str:
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or (
+        parts.fragment
+    ):
+        raise ValueError("public_url: expected an http(s) URL without query or fragment")
+    if any(not ch.isprintable() or ch.isspace() for ch in public_url):
+        raise ValueError("public_url: must not contain spaces or control characters")
+    return public_url.rstrip("/")
+
+
+def _clean_name(name: str | None) -> str | None:
+    """The display name fit for one line of body text, or None if nothing is left.
+
+    Control and format characters (CR, LF, tabs, bidi overrides, zero-width joiners...)
+    become spaces, runs of spaces collapse, and the result is cut to NAME_MAX_CHARS, so a
+    name cannot lay out fake paragraphs or links of its own.
+    """
+    if name is None:
+        return None
+    cleaned = "".join(
+        " " if unicodedata.category(ch)[0] in ("C", "Z") else ch for ch in name
+    )
+    cleaned = " ".join(cleaned.split())[:NAME_MAX_CHARS].strip()
+    return cleaned or None
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 1:
+        raise ValueError("valid_for_s: expected at least 1 second")
+    if seconds % 86400 == 0 and seconds > 86400:
+        return _plural(seconds // 86400, "day")
+    if seconds % 3600 == 0:
+        return _plural(seconds // 3600, "hour")
+    if seconds % 60 == 0:
+        return _plural(seconds // 60, "minute")
+    return _plural(seconds, "second")
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def _greeting(name: str | None) -> str:
+    return f"Hi {name}," if name else "Hello,"
+
+
+_FOOTER = "This is an automated message; replies to it are not read."
+
+
+def _text_body(content: _Content, name: str | None, link: str | None) -> str:
+    blocks = [_greeting(name)]
+    blocks += [textwrap.fill(p, _TEXT_WIDTH) for p in content.before]
+    if link is not None:
+        blocks.append(link)  # on its own line, never wrapped
+    blocks += [textwrap.fill(p, _TEXT_WIDTH) for p in content.after]
+    blocks.append(f"-- \n{_FOOTER}")
+    return "\n\n".join(blocks) + "\n"
+
+
+_BODY_STYLE = (
+    "margin:0;padding:24px;background:#ffffff;color:#1a1a1a;"
+    "font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;"
+    "font-size:16px;line-height:1.5"
+)
+_BUTTON_STYLE = (
+    "display:inline-block;padding:12px 20px;background:#1d4ed8;color:#ffffff;"
+    "text-decoration:none;border-radius:6px;font-weight:600"
+)
+_LINK_STYLE = "color:#1d4ed8;word-break:break-all"
+_FOOTER_STYLE = "margin-top:32px;font-size:13px;color:#555555"
+
+
+def _html_body(content: _Content, name: str | None, link: str | None) -> str:
+    esc = html.escape
+    parts = [f"<p>{esc(_greeting(name))}</p>"]
+    parts += [f"<p>{esc(p)}</p>" for p in content.before]
+    if link is not None and content.action is not None:
+        href = esc(link, quote=True)
+        parts.append(f'<p><a href="{href}" style="{_BUTTON_STYLE}">{esc(content.action)}</a>'
+                     "</p>")
+        parts.append("<p>If the button does not work, copy this address into your "
+                     f'browser:<br><a href="{href}" style="{_LINK_STYLE}">{esc(link)}</a></p>')
+    parts += [f"<p>{esc(p)}</p>" for p in content.after]
+    parts.append(f'<p style="{_FOOTER_STYLE}">{esc(_FOOTER)}</p>')
+    body = "\n".join(parts)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{esc(content.subject)}</title>\n</head>\n"
+        f'<body style="{_BODY_STYLE}">\n'
+        '<div role="article" aria-label="' + esc(content.subject, quote=True) + '" '
+        'style="max-width:560px;margin:0 auto">\n'
+        f"{body}\n</div>\n</body>\n</html>\n"
+    )
