@@ -1,0 +1,157 @@
+"""Logging in, refreshing, logging out, and checking a bearer token.
+
+Login for an unknown address verifies the password against a dummy hash, so it takes as
+long as a wrong password for a known one; failures count per account (shared by every
+instance through Redis) and lock the account for the rest of the window.
+
+Refresh tokens rotate on every use (one atomic update whose filter holds the current
+hash). The token just replaced, presented again within ``REFRESH_REUSE_GRACE_S``, is a
+concurrent refresh from the same client and gets the same successor (see
+:mod:`authnode.tokens.refresh`); presented later, it was stolen or replayed, and the whole
+session ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from authnode.accounts.context import Accounts
+from authnode.accounts.models import IssuedTokens, Principal, lookup_email
+from authnode.errors import (
+    AccountDisabled,
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidToken,
+    RateLimited,
+)
+from authnode.tokens.refresh import (
+    hash_refresh_token,
+    hashes_equal,
+    new_refresh_token,
+    parse_refresh_token,
+    successor_token,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_USER_AGENT_CHARS = 256
+
+
+async def login(accounts: Accounts, *, email: str, password: str, ip: str,
+                user_agent: str) -> IssuedTokens:
+    settings = accounts.settings
+    address = lookup_email(email)
+    await accounts.limiter.check("login_ip", ip, settings.login_ip_limit)
+    lock = await accounts.limiter.peek("login_account", address, settings.login_account_limit)
+    if not lock.allowed:
+        raise RateLimited(lock.retry_after_s, "Too many failed logins for this account; "
+                          "try again later.")
+
+    user = await accounts.users.by_email(address)
+    if user is None:
+        await accounts.hasher.verify_dummy(password)
+        await _count_failure(accounts, address)
+        raise InvalidCredentials()
+    if not await accounts.hasher.verify(user["password_hash"], password):
+        await _count_failure(accounts, address)
+        raise InvalidCredentials()
+    if not user.get("email_verified"):
+        raise EmailNotVerified()
+    if user.get("disabled"):
+        raise AccountDisabled()
+    if lock.count:
+        await accounts.limiter.reset("login_account", address)
+    if accounts.hasher.needs_rehash(user["password_hash"]):
+        new_hash = await accounts.hasher.hash(password)
+        await accounts.users.rehash_password(user["_id"], user["password_hash"], new_hash)
+    return await start_session(accounts, user, ip=ip, user_agent=user_agent)
+
+
+async def _count_failure(accounts: Accounts, address: str) -> None:
+    await accounts.limiter.hit("login_account", address, accounts.settings.login_account_limit)
+
+
+async def start_session(accounts: Accounts, user: dict[str, Any], *, ip: str,
+                        user_agent: str) -> IssuedTokens:
+    now = accounts.now()
+    session_id = secrets.token_urlsafe(18)
+    refresh_token = new_refresh_token(session_id)
+    await accounts.sessions.insert({
+        "_id": session_id, "user_id": user["_id"],
+        "refresh_hash": hash_refresh_token(refresh_token),
+        "previous_hash": None, "rotation_nonce": None, "rotated_at": None,
+        "created_at": now, "last_used_at": now,
+        "expires_at": now + timedelta(seconds=accounts.settings.refresh_token_ttl_s),
+        "user_agent": user_agent[:MAX_USER_AGENT_CHARS], "ip": ip, "revoked_at": None,
+    })
+    access_token, expires_in = await accounts.access_tokens.issue(user["_id"], session_id)
+    return IssuedTokens(access_token, expires_in, refresh_token, user)
+
+
+async def refresh(accounts: Accounts, *, refresh_token: str) -> IssuedTokens:
+    session_id = parse_refresh_token(refresh_token)
+    presented_hash = hash_refresh_token(refresh_token)
+    now = accounts.now()
+    nonce = secrets.token_urlsafe(32)
+    successor = successor_token(refresh_token, nonce, accounts.refresh_key, session_id)
+    session = await accounts.sessions.rotate(
+        session_id, presented_hash, new_hash=hash_refresh_token(successor), nonce=nonce,
+        now=now)
+    if session is None:
+        replayed = await accounts.sessions.by_id(session_id)
+        successor = await _replayed(accounts, replayed, refresh_token, presented_hash)
+        session = replayed
+    assert session is not None  # _replayed raised otherwise
+    user = await accounts.users.by_id(session["user_id"])
+    if user is None or user.get("disabled"):
+        raise InvalidToken()
+    access_token, expires_in = await accounts.access_tokens.issue(user["_id"], session_id)
+    return IssuedTokens(access_token, expires_in, successor, user)
+
+
+async def _replayed(accounts: Accounts, session: dict[str, Any] | None, refresh_token: str,
+                    presented_hash: str) -> str:
+    """The presented token is not the live one: a concurrent refresh or a replay."""
+    now = accounts.now()
+    if (session is None or session.get("revoked_at") is not None
+            or session["expires_at"] <= now
+            or not session.get("previous_hash")
+            or not hashes_equal(session["previous_hash"], presented_hash)):
+        raise InvalidToken()
+    grace = timedelta(seconds=accounts.settings.refresh_reuse_grace_s)
+    if now - session["rotated_at"] <= grace:
+        return successor_token(refresh_token, session["rotation_nonce"], accounts.refresh_key,
+                               session["_id"])
+    log.warning("refresh token reuse detected; session revoked",
+                extra={"user_id": session["user_id"], "session_id": session["_id"]})
+    await end_session(accounts, session["user_id"], session["_id"])
+    raise InvalidToken()
+
+
+async def end_session(accounts: Accounts, user_id: str, session_id: str) -> bool:
+    """End one session everywhere at once; False if it was not the user's or not live."""
+    ended = await accounts.sessions.revoke(session_id, accounts.now(), user_id=user_id)
+    if ended is None:
+        return False
+    await accounts.revocations.revoke_sessions(user_id, [session_id])
+    return True
+
+
+async def end_all_sessions(accounts: Accounts, user_id: str, *,
+                           except_session: str | None = None) -> None:
+    now = accounts.now()
+    live = await accounts.sessions.live_ids_for_user(user_id, now)
+    doomed = [sid for sid in live if sid != except_session]
+    # Mark first: if Redis is down this raises before anything changes.
+    await accounts.revocations.revoke_sessions(user_id, doomed)
+    await accounts.sessions.revoke_all(user_id, now, except_session=except_session)
+
+
+async def authenticate(accounts: Accounts, bearer: str) -> Principal:
+    claims = await accounts.access_tokens.verify(bearer)
+    if await accounts.revocations.is_revoked(claims.sub, claims.sid, claims.iat):
+        raise InvalidToken()
+    return Principal(user_id=claims.sub, session_id=claims.sid)

@@ -1,0 +1,40 @@
+"""Everything the account flows need, built once per process and passed in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from authnode.accounts.models import utc
+from authnode.accounts.outbox import EmailOutbox
+from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
+from authnode.cache import ProfileCache
+from authnode.ratelimit import RateLimiter
+from authnode.repositories.email_tokens import EmailTokenRepository
+from authnode.repositories.sessions import SessionRepository
+from authnode.repositories.users import UserRepository
+from authnode.revocations import Revocations
+from authnode.settings import Settings
+from authnode.tokens.access import AccessTokens
+
+
+@dataclass(frozen=True)
+class Accounts:
+    settings: Settings
+    users: UserRepository
+    sessions: SessionRepository
+    email_tokens: EmailTokenRepository
+    hasher: PasswordHasher
+    policy: PasswordPolicy
+    access_tokens: AccessTokens
+    refresh_key: bytes
+    revocations: Revocations
+    limiter: RateLimiter
+    outbox: EmailOutbox
+    profiles: ProfileCache
+    clock: Callable[[], float] = field(default=time.time)
+
+    def now(self) -> datetime:
+        return utc(self.clock())

@@ -1,0 +1,101 @@
+"""Shapes shared by the account flows: the public view of a user, and input checks."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from authnode.errors import InvalidRequest
+
+MAX_EMAIL_CHARS = 254
+MAX_NAME_CHARS = 100
+
+
+def utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def public_user(user: dict[str, Any]) -> dict[str, Any]:
+    """USER in the API contract: never the hash, never internal counters."""
+    return {
+        "id": user["_id"],
+        "email": user["email"],
+        "name": user.get("name"),
+        "email_verified": bool(user.get("email_verified")),
+        "created_at": iso(user.get("created_at")),
+    }
+
+
+def normalize_email(raw: str) -> str:
+    """The canonical form of an address, used as the account key; raises InvalidRequest.
+
+    The whole address is lower-cased: no provider we know of treats ``Bob@x`` and
+    ``bob@x`` as two mailboxes, and treating them as two accounts invites confusion.
+    """
+    if len(raw) > MAX_EMAIL_CHARS:
+        raise InvalidRequest("email: expected an email address of at most 254 characters")
+    try:
+        valid = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError:
+        raise InvalidRequest("email: expected a valid email address") from None
+    return valid.normalized.lower()
+
+
+def lookup_email(raw: str) -> str:
+    """Like :func:`normalize_email` but never raises: a malformed address simply matches
+    no account (login and forgot must not say which addresses are well-formed accounts)."""
+    try:
+        return normalize_email(raw)
+    except InvalidRequest:
+        return raw.strip().lower()[:MAX_EMAIL_CHARS]
+
+
+def clean_name(raw: str | None) -> str | None:
+    """A display name: trimmed, 1 to 100 characters, no control characters; None clears."""
+    if raw is None:
+        return None
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not name:
+        return None
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidRequest("name: expected at most 100 characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
+        raise InvalidRequest("name: control characters are not allowed")
+    return name
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    user: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "user": public_user(self.user),
+        }
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an access token speaks for."""
+
+    user_id: str
+    session_id: str

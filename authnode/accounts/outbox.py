@@ -1,0 +1,16 @@
+"""How the account flows ask for an email: a request to the worker, never a send."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+EmailKind = Literal["verify_email", "already_registered", "password_reset", "password_changed"]
+EMAIL_KINDS: tuple[EmailKind, ...] = (
+    "verify_email", "already_registered", "password_reset", "password_changed")
+
+
+class EmailOutbox(Protocol):
+    async def request(self, kind: EmailKind, *, email: str, user_id: str | None = None) -> None:
+        """Queue the email durably or raise ``Unavailable``; returning means it will be
+        delivered (or, for an address with no matching account, deliberately skipped)."""
+        ...

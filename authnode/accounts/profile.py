@@ -1,0 +1,65 @@
+"""The signed-in user's own account: profile, sessions, deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authnode.accounts.authentication import end_session
+from authnode.accounts.context import Accounts
+from authnode.accounts.models import Principal, clean_name, iso, public_user
+from authnode.errors import InvalidCredentials, InvalidToken, NotFound
+
+
+async def load_public_profile(accounts: Accounts, user_id: str) -> dict[str, Any] | None:
+    """The cache's loader: a lag-tolerant read of one user, shaped for the API."""
+    user = await accounts.users.by_id_for_display(user_id)
+    return public_user(user) if user is not None else None
+
+
+async def me(accounts: Accounts, principal: Principal) -> dict[str, Any]:
+    profile = await accounts.profiles.get(principal.user_id)
+    if profile is None:
+        raise InvalidToken()
+    return profile
+
+
+async def rename(accounts: Accounts, principal: Principal, name: str | None) -> dict[str, Any]:
+    cleaned = clean_name(name)
+    await accounts.profiles.invalidate(principal.user_id)
+    user = await accounts.users.update_name(principal.user_id, cleaned, accounts.now())
+    if user is None:
+        raise InvalidToken()
+    return public_user(user)
+
+
+async def delete_account(accounts: Accounts, principal: Principal, *, password: str) -> None:
+    user = await accounts.users.by_id(principal.user_id)
+    if user is None:
+        raise InvalidToken()
+    if not await accounts.hasher.verify(user["password_hash"], password):
+        raise InvalidCredentials("The password is incorrect.")
+    await accounts.revocations.revoke_user(user["_id"], accounts.clock())
+    await accounts.profiles.invalidate(user["_id"])
+    await accounts.sessions.delete_for_user(user["_id"])
+    await accounts.email_tokens.delete_for_user(user["_id"])
+    await accounts.users.delete(user["_id"])
+
+
+async def list_sessions(accounts: Accounts, principal: Principal) -> list[dict[str, Any]]:
+    sessions = await accounts.sessions.active_for_user(principal.user_id, accounts.now())
+    return [
+        {
+            "id": session["_id"],
+            "created_at": iso(session["created_at"]),
+            "last_used_at": iso(session.get("last_used_at")),
+            "user_agent": session.get("user_agent") or "",
+            "ip": session.get("ip") or "",
+            "current": session["_id"] == principal.session_id,
+        }
+        for session in sessions
+    ]
+
+
+async def delete_session(accounts: Accounts, principal: Principal, session_id: str) -> None:
+    if not await end_session(accounts, principal.user_id, session_id):
+        raise NotFound("No such session.")

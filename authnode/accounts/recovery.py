@@ -1,0 +1,63 @@
+"""Forgotten, reset and changed passwords."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authnode.accounts.authentication import end_all_sessions
+from authnode.accounts.context import Accounts
+from authnode.accounts.models import Principal, lookup_email
+from authnode.accounts.registration import email_token_hash
+from authnode.errors import InvalidCredentials, InvalidEmailToken, InvalidToken
+
+
+async def forgot_password(accounts: Accounts, *, email: str, ip: str) -> None:
+    await accounts.limiter.check("forgot_ip", ip, accounts.settings.forgot_ip_limit)
+    await accounts.outbox.request("password_reset", email=lookup_email(email))
+
+
+async def reset_password(accounts: Accounts, *, token: str, password: str) -> None:
+    token_hash = email_token_hash(token)
+    now = accounts.now()
+    # Check the password before spending the link, so a weak choice does not burn it.
+    if not await accounts.email_tokens.is_usable(token_hash, "password_reset", now):
+        raise InvalidEmailToken()
+    user = await _token_user(accounts, token_hash)
+    accounts.policy.check(password, email=user["email"])
+    password_hash = await accounts.hasher.hash(password)
+    spent = await accounts.email_tokens.consume(token_hash, "password_reset", accounts.now())
+    if spent is None:
+        raise InvalidEmailToken()
+    await accounts.profiles.invalidate(user["_id"])
+    # Whoever holds the link holds the mailbox: the address counts as verified.
+    updated = await accounts.users.set_password(user["_id"], password_hash, accounts.now(),
+                                                verify_email=True)
+    if updated is None:
+        raise InvalidEmailToken()
+    await end_all_sessions(accounts, user["_id"])
+    await accounts.outbox.request("password_changed", email=user["email"], user_id=user["_id"])
+
+
+async def _token_user(accounts: Accounts, token_hash: str) -> dict[str, Any]:
+    owner = await accounts.email_tokens.owner(token_hash)
+    user = await accounts.users.by_id(owner) if owner else None
+    if user is None:
+        raise InvalidEmailToken()
+    return user
+
+
+async def change_password(accounts: Accounts, principal: Principal, *, current_password: str,
+                          new_password: str) -> None:
+    user = await accounts.users.by_id(principal.user_id)
+    if user is None:
+        raise InvalidToken()
+    if not await accounts.hasher.verify(user["password_hash"], current_password):
+        raise InvalidCredentials("The current password is incorrect.")
+    accounts.policy.check(new_password, email=user["email"])
+    password_hash = await accounts.hasher.hash(new_password)
+    updated = await accounts.users.set_password(user["_id"], password_hash, accounts.now(),
+                                                expected_hash=user["password_hash"])
+    if updated is None:
+        raise InvalidCredentials("The password changed meanwhile; try again.")
+    await end_all_sessions(accounts, user["_id"], except_session=principal.session_id)
+    await accounts.outbox.request("password_changed", email=user["email"], user_id=user["_id"])

@@ -1,0 +1,79 @@
+"""The Quart application: blueprints, error mapping, request ids, access log."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+
+from quart import Quart, Response, g, request
+from quart_schema import QuartSchema
+from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
+
+from authnode.accounts.authentication import authenticate
+from authnode.accounts.context import Accounts
+from authnode.api.auth import auth_blueprint
+from authnode.api.errors import register_error_handlers
+from authnode.api.health import Probe, health_blueprint
+from authnode.api.jwks import jwks_blueprint
+from authnode.api.pages import pages_blueprint
+from authnode.api.requests import bearer_token
+from authnode.api.users import users_blueprint
+from authnode.tokens.keyring import KeyRing
+
+access_log = logging.getLogger("authnode.access")
+
+MAX_REQUEST_ID_CHARS = 128
+
+
+def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]) -> Quart:
+    settings = accounts.settings
+    app = Quart("authnode")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = settings.body_timeout_s
+    app.config["RESPONSE_TIMEOUT"] = settings.request_timeout_s
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    QuartSchema(
+        app,
+        info={"title": "authnode", "version": "1",
+              "description": "Email-and-password authentication."},
+        openapi_path="/openapi.json", swagger_ui_path="/docs",
+        redoc_ui_path=None, scalar_ui_path=None,
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer",
+                                     "bearer_format": "JWT"}},
+    )
+    register_error_handlers(app)
+    app.register_blueprint(health_blueprint(probes))
+    app.register_blueprint(jwks_blueprint(keyring, max_age_s=settings.jwks_max_age_s))
+    app.register_blueprint(auth_blueprint(accounts))
+    app.register_blueprint(users_blueprint(accounts))
+    app.register_blueprint(pages_blueprint(accounts))
+
+    @app.before_request
+    async def start_request() -> None:
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = (incoming if incoming and len(incoming) <= MAX_REQUEST_ID_CHARS
+                        and incoming.isprintable() else secrets.token_hex(8))
+        view = app.view_functions.get(request.endpoint or "")
+        if view is not None and getattr(view, QUART_SCHEMA_SECURITY_ATTRIBUTE, None):
+            g.principal = await authenticate(accounts, bearer_token(request))
+
+    @app.after_request
+    async def finish_request(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        if request.path.startswith("/v1/"):
+            response.headers["Cache-Control"] = "no-store"
+        started = g.get("started")
+        access_log.info(
+            "request", extra={
+                "request_id": g.get("request_id"), "method": request.method,
+                "route": request.url_rule.rule if request.url_rule else "unmatched",
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2)
+                if started else None,
+            })
+        return response
+
+    return app

@@ -1,0 +1,128 @@
+"""``/v1/auth``: register, verify, login, refresh, logout, password flows."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, g, request
+from quart_schema import document_response, security_scheme, validate_request
+
+from authnode.accounts import authentication, recovery, registration
+from authnode.accounts.context import Accounts
+from authnode.api import schemas
+from authnode.api.requests import client_ip, user_agent
+
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+ACCEPTED = ({"status": "verification_sent"}, 202)
+
+
+def _empty(status: int = 204) -> Response:
+    return Response("", status=status)
+
+
+def auth_blueprint(accounts: Accounts) -> Blueprint:
+    bp = Blueprint("auth", __name__, url_prefix="/v1/auth")
+    trust = accounts.settings.trust_forwarded_for
+
+    def ip() -> str:
+        return client_ip(request, trust_forwarded_for=trust)
+
+    @bp.post("/register")
+    @validate_request(schemas.RegisterRequest)
+    @document_response(schemas.Status, 202)
+    @document_response(schemas.Error, 422)
+    @document_response(schemas.Error, 429)
+    async def register(data: schemas.RegisterRequest) -> tuple[dict[str, str], int]:
+        """Create an account; the verification email is sent in the background.
+
+        The answer is the same whether or not the address already has an account."""
+        await registration.register(accounts, email=data.email, password=data.password,
+                                    name=data.name, ip=ip())
+        return ACCEPTED
+
+    @bp.post("/verify-email")
+    @validate_request(schemas.TokenRequest)
+    @document_response(schemas.VerifiedUser, 200)
+    @document_response(schemas.Error, 400)
+    async def verify_email(data: schemas.TokenRequest) -> dict[str, object]:
+        """Verify an address with the token from the emailed link."""
+        return {"user": await registration.verify_email(accounts, token=data.token)}
+
+    @bp.post("/verify-email/resend")
+    @validate_request(schemas.EmailRequest)
+    @document_response(schemas.Status, 202)
+    @document_response(schemas.Error, 429)
+    async def resend(data: schemas.EmailRequest) -> tuple[dict[str, str], int]:
+        """Send a new verification link if the address has an unverified account."""
+        await registration.resend_verification(accounts, email=data.email, ip=ip())
+        return ACCEPTED
+
+    @bp.post("/login")
+    @validate_request(schemas.LoginRequest)
+    @document_response(schemas.Tokens, 200)
+    @document_response(schemas.Error, 401)
+    @document_response(schemas.Error, 403)
+    @document_response(schemas.Error, 429)
+    async def login(data: schemas.LoginRequest) -> dict[str, object]:
+        """Exchange email and password for an access token and a refresh token."""
+        issued = await authentication.login(accounts, email=data.email, password=data.password,
+                                            ip=ip(), user_agent=user_agent(request))
+        return issued.as_json()
+
+    @bp.post("/refresh")
+    @validate_request(schemas.RefreshRequest)
+    @document_response(schemas.Tokens, 200)
+    @document_response(schemas.Error, 401)
+    async def refresh(data: schemas.RefreshRequest) -> dict[str, object]:
+        """Rotate a refresh token: the answer carries a new one; the old one is spent."""
+        issued = await authentication.refresh(accounts, refresh_token=data.refresh_token)
+        return issued.as_json()
+
+    @bp.post("/logout")
+    @security_scheme(BEARER)
+    @document_response(schemas.Error, 401)
+    async def logout() -> Response:
+        """End this session: its access and refresh tokens stop working at once."""
+        await authentication.end_session(accounts, g.principal.user_id, g.principal.session_id)
+        return _empty()
+
+    @bp.post("/logout-all")
+    @security_scheme(BEARER)
+    @document_response(schemas.Error, 401)
+    async def logout_all() -> Response:
+        """End every session of this user."""
+        await authentication.end_all_sessions(accounts, g.principal.user_id)
+        return _empty()
+
+    @bp.post("/password/forgot")
+    @validate_request(schemas.EmailRequest)
+    @document_response(schemas.Status, 202)
+    @document_response(schemas.Error, 429)
+    async def forgot(data: schemas.EmailRequest) -> tuple[dict[str, str], int]:
+        """Email a reset link if the address has an account (same answer either way)."""
+        await recovery.forgot_password(accounts, email=data.email, ip=ip())
+        return {"status": "reset_sent"}, 202
+
+    @bp.post("/password/reset")
+    @validate_request(schemas.ResetPasswordRequest)
+    @document_response(schemas.Error, 400)
+    @document_response(schemas.Error, 422)
+    async def reset(data: schemas.ResetPasswordRequest) -> Response:
+        """Set a new password with the emailed token; every session of the user ends."""
+        await recovery.reset_password(accounts, token=data.token, password=data.password)
+        return _empty()
+
+    @bp.post("/password/change")
+    @security_scheme(BEARER)
+    @validate_request(schemas.ChangePasswordRequest)
+    @document_response(schemas.Error, 401)
+    @document_response(schemas.Error, 422)
+    async def change(data: schemas.ChangePasswordRequest) -> Response:
+        """Change the password; every other session ends."""
+        await recovery.change_password(accounts, g.principal,
+                                       current_password=data.current_password,
+                                       new_password=data.new_password)
+        return _empty()
+
+    return bp
+
+
+AUTHENTICATED_AUTH_ENDPOINTS = frozenset({"auth.logout", "auth.logout_all", "auth.change"})

@@ -1,0 +1,58 @@
+"""``/healthz`` (the process answers; no I/O) and ``/readyz`` (every dependency answers)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+import anyio
+from quart import Blueprint
+from quart_schema import document_response
+
+from authnode.api import schemas
+
+Probe = Callable[[], Awaitable[object]]
+PROBE_TIMEOUT_S = 2.0
+
+
+async def run_probes(probes: Mapping[str, Probe]) -> dict[str, dict[str, str]]:
+    """Run every probe at once, each bounded by a timeout; never raises."""
+    results: dict[str, dict[str, str]] = {}
+
+    async def run(name: str, probe: Probe) -> None:
+        try:
+            with anyio.fail_after(PROBE_TIMEOUT_S):
+                await probe()
+        except TimeoutError:
+            results[name] = {"status": "down", "error": "timed out"}
+        except Exception as error:
+            results[name] = {"status": "down", "error": type(error).__name__}
+        else:
+            results[name] = {"status": "up"}
+
+    async with anyio.create_task_group() as tasks:
+        for name, probe in probes.items():
+            tasks.start_soon(run, name, probe)
+    return {name: results[name] for name in probes}
+
+
+def health_blueprint(probes: Mapping[str, Probe]) -> Blueprint:
+    bp = Blueprint("health", __name__)
+
+    @bp.get("/healthz")
+    @document_response(schemas.Alive, 200)
+    async def healthz() -> dict[str, str]:
+        """The process is alive. Touches nothing else."""
+        return {"status": "ok"}
+
+    @bp.get("/readyz")
+    @document_response(schemas.Readiness, 200)
+    @document_response(schemas.Readiness, 503)
+    async def readyz() -> tuple[dict[str, object], int]:
+        """Every dependency answers (200), or which one does not (503)."""
+        checks = await run_probes(probes)
+        down = [name for name, check in checks.items() if check["status"] != "up"]
+        if down:
+            return {"status": "unavailable: " + ", ".join(down), "checks": checks}, 503
+        return {"status": "ready", "checks": checks}, 200
+
+    return bp

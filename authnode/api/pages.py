@@ -1,0 +1,120 @@
+"""The two pages a person reaches from an email link.
+
+``GET /verify-email?token=…`` verifies the address and says so (or redirects to
+``VERIFY_REDIRECT_URL?status=…``). ``GET /reset-password?token=…`` shows a form that
+posts the new password back to this page, which calls the same domain function as the
+JSON API (or redirects to ``RESET_REDIRECT_URL?token=…``). Plain HTML with no external
+assets; ``Referrer-Policy: no-referrer`` keeps the token out of any ``Referer``, and the
+request log records only the route, never the query string.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from quart import Blueprint, Response, request
+from quart_schema import hide
+
+from authnode.accounts import recovery, registration
+from authnode.accounts.context import Accounts
+from authnode.errors import AuthnodeError, InvalidEmailToken
+
+PAGE_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;"
+          "padding:0 1rem;line-height:1.5}label,input,button{display:block;font-size:1rem}"
+          "input{width:100%;padding:.5rem;margin:.25rem 0 1rem}button{padding:.5rem 1rem}"
+          ".error{color:#a00}")
+
+
+def _page(title: str, body: str, status: int = 200) -> Response:
+    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="referrer" content="no-referrer"><title>{escape(title)}</title>'
+            f"<style>{_STYLE}</style></head><body><main><h1>{escape(title)}</h1>"
+            f"{body}</main></body></html>")
+    return Response(html, status=status, headers=PAGE_HEADERS)
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def _redirect(url: str) -> Response:
+    return Response("", status=303, headers={"Location": url, "Cache-Control": "no-store",
+                                             "Referrer-Policy": "no-referrer"})
+
+
+def _reset_form(token: str, error: str | None = None, status: int = 200) -> Response:
+    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    return _page("Choose a new password", (
+        f"{message}<form method=\"post\" action=\"/reset-password\">"
+        f'<input type="hidden" name="token" value="{escape(token)}">'
+        '<label for="password">New password (8 to 128 characters)</label>'
+        '<input id="password" name="password" type="password" autocomplete="new-password" '
+        'minlength="8" maxlength="128" required>'
+        '<button type="submit">Set password</button></form>'), status)
+
+
+def pages_blueprint(accounts: Accounts) -> Blueprint:
+    bp = Blueprint("pages", __name__)
+    settings = accounts.settings
+
+    @bp.get("/verify-email")
+    @hide
+    async def verify_email_page() -> Response:
+        token = request.args.get("token", "")
+        try:
+            await registration.verify_email(accounts, token=token)
+        except InvalidEmailToken:
+            if settings.verify_redirect_url:
+                return _redirect(_with_query(settings.verify_redirect_url, status="invalid"))
+            return _page("This link does not work",
+                         "<p>The link is unknown, expired or already used. "
+                         "Ask for a new one from the app.</p>", 400)
+        if settings.verify_redirect_url:
+            return _redirect(_with_query(settings.verify_redirect_url, status="verified"))
+        return _page("Email address verified",
+                     "<p>Thank you. Your email address is verified; you can log in now.</p>")
+
+    @bp.get("/reset-password")
+    @hide
+    async def reset_password_page() -> Response:
+        token = request.args.get("token", "")
+        if settings.reset_redirect_url:
+            return _redirect(_with_query(settings.reset_redirect_url, token=token))
+        if not token:
+            return _page("This link does not work", "<p>The link has no token.</p>", 400)
+        return _reset_form(token)
+
+    @bp.post("/reset-password")
+    @hide
+    async def reset_password_submit() -> Response:
+        form = await request.form
+        token = form.get("token", "")
+        try:
+            await recovery.reset_password(accounts, token=token,
+                                          password=form.get("password", ""))
+        except InvalidEmailToken:
+            return _page("This link does not work",
+                         "<p>The link is unknown, expired or already used. "
+                         "Ask for a new one from the app.</p>", 400)
+        except AuthnodeError as error:
+            if error.status == 422:
+                return _reset_form(token, error.message, 422)
+            raise
+        return _page("Password changed",
+                     "<p>Your password is changed and every session was signed out. "
+                     "You can log in with the new password now.</p>")
+
+    return bp

@@ -1,0 +1,24 @@
+"""What a running worker hands to its tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from authnode.accounts.emails import Mailer
+from authnode.repositories.sessions import SessionRepository
+from authnode.settings import Settings
+from authnode.tokens.keyring import KeyRing
+
+
+def _ignore(task: str, outcome: str, seconds: float) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    mailer: Mailer
+    sessions: SessionRepository
+    keyring: KeyRing
+    observe_job: Callable[[str, str, float], None] = field(default=_ignore)

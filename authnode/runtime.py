@@ -1,0 +1,181 @@
+"""One process: the API, the workers, or both, under one anyio task group.
+
+The first SIGTERM or SIGINT starts a graceful stop: the listener closes, in-flight
+requests and running jobs get up to ``SHUTDOWN_TIMEOUT_MS`` to finish, then the process
+exits 0. A second signal exits at once. The runtime is asyncio (uvloop when installed),
+because redis-py, pymongo's async client, procrastinate and psycopg run only there; our
+own concurrency is written with anyio.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Literal
+
+import anyio
+from anyio.abc import TaskStatus
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+from procrastinate.worker import Worker
+
+from authnode.api.app import create_app
+from authnode.api.health import run_probes
+from authnode.jobs.app import EMAIL_QUEUE, MAINTENANCE_QUEUE
+from authnode.jobs.tasks import CONTEXT_KEY, requeue_stalled
+from authnode.observability.logs import configure_logging
+from authnode.observability.systemd import keep_watchdog_fed, notify, watchdog_interval_s
+from authnode.settings import Settings
+from authnode.stack import Stack, open_stack
+
+Role = Literal["api", "worker", "all"]
+log = logging.getLogger("authnode.runtime")
+
+READY_POLL_S = 0.5
+
+
+def listening_socket(bind: str, backlog: int = 1024) -> socket.socket:
+    """Bind with SO_REUSEPORT so several processes (``--workers``, a rolling restart) can
+    share one port; the kernel spreads new connections over them."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, int(port)))
+    sock.listen(backlog)
+    return sock
+
+
+def hypercorn_config(settings: Settings, fd: int) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"fd://{fd}"]
+    config.graceful_timeout = settings.shutdown_timeout_ms / 1000
+    config.keep_alive_timeout = settings.keep_alive_timeout_s
+    config.read_timeout = max(1, int(settings.body_timeout_s))
+    config.backlog = 1024
+    config.include_server_header = False
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+async def _serve_api(stack: Stack, sock: socket.socket, stop: anyio.Event) -> None:
+    app = create_app(stack.accounts, stack.keyring, stack.probes())
+    config = hypercorn_config(stack.settings, sock.detach())
+    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+
+
+async def _run_workers(stack: Stack, stop: anyio.Event) -> None:
+    settings = stack.settings
+    common = {
+        "install_signal_handlers": False,
+        "shutdown_graceful_timeout": settings.shutdown_timeout_ms / 1000,
+        "additional_context": {CONTEXT_KEY: stack.worker},
+        "update_heartbeat_interval": max(1.0, settings.stalled_job_after_s / 3),
+        "stalled_worker_timeout": settings.stalled_job_after_s,
+        "fetch_job_polling_interval": 2.0,
+    }
+    workers = [
+        Worker(app=stack.jobs, queues=[EMAIL_QUEUE], concurrency=settings.worker_concurrency,
+               name="email", **common),  # type: ignore[arg-type]
+        Worker(app=stack.jobs, queues=[MAINTENANCE_QUEUE],
+               concurrency=settings.worker_cpu_concurrency, name="maintenance",
+               **common),  # type: ignore[arg-type]
+    ]
+    async with anyio.create_task_group() as tasks:
+        for worker in workers:
+            tasks.start_soon(worker.run)
+        stalled_check = anyio.CancelScope()
+        if not settings.disable_stalled_job_check:
+            tasks.start_soon(_requeue_stalled_forever, stack, stalled_check)
+        await stop.wait()
+        stalled_check.cancel()
+        for worker in workers:
+            worker.stop()  # type: ignore[no-untyped-call]  # drains its jobs, run() returns
+
+
+async def _requeue_stalled_forever(stack: Stack, scope: anyio.CancelScope) -> None:
+    """Jobs of a worker that died mid-job (no heartbeat) go back to the queue."""
+    interval_s = max(1.0, stack.settings.stalled_job_after_s / 3)
+    with scope:
+        while True:
+            try:
+                await requeue_stalled(stack.jobs, stack.settings.stalled_job_after_s)
+            except Exception:
+                log.warning("stalled-job check failed; will retry", exc_info=True)
+            await anyio.sleep(interval_s)
+
+
+async def _wait_until_ready(stack: Stack, *, task_status: TaskStatus[None]) -> None:
+    probes = stack.probes()
+    while True:
+        checks = await run_probes(probes)
+        if all(check["status"] == "up" for check in checks.values()):
+            break
+        down = ", ".join(name for name, check in checks.items() if check["status"] != "up")
+        log.warning("waiting for dependencies", extra={"dependency": down})
+        await anyio.sleep(READY_POLL_S)
+    task_status.started()
+
+
+async def _in_scope(scope: anyio.CancelScope, function: Callable[..., Awaitable[None]],
+                    *args: object) -> None:
+    with scope:
+        await function(*args)
+
+
+async def _watch_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                log.warning("second signal: exiting at once")
+                os._exit(1)
+            log.info("stopping", extra={"outcome": signal.Signals(signum).name})
+            notify("STOPPING=1")
+            stop.set()
+
+
+async def run(settings: Settings, role: Role, *, bind: str) -> int:
+    configure_logging(settings.log_level, settings.instance_id)
+    stop = anyio.Event()
+    sock = listening_socket(bind) if role in ("api", "all") else None
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(_watch_signals, stop)
+        async with open_stack(settings) as stack, anyio.create_task_group() as tasks:
+            if sock is not None:
+                tasks.start_soon(_serve_api, stack, sock, stop)
+            if role in ("worker", "all"):
+                tasks.start_soon(_run_workers, stack, stop)
+            await tasks.start(_wait_until_ready, stack)
+            notify("READY=1")
+            log.info("ready", extra={"role": role, "bind": bind if sock else None})
+            watchdog = anyio.CancelScope()
+            if (interval_s := watchdog_interval_s()) is not None:
+                tasks.start_soon(_in_scope, watchdog, keep_watchdog_fed, interval_s)
+            await stop.wait()
+            watchdog.cancel()
+        outer.cancel_scope.cancel()
+    log.info("stopped", extra={"role": role})
+    return 0
+
+
+def run_sync(settings: Settings, role: Role, *, bind: str) -> int:
+    backend_options = {}
+    try:
+        import uvloop  # noqa: F401
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    code: int = anyio.run(partial(run, settings, role, bind=bind), backend="asyncio",
+                          backend_options=backend_options)
+    sys.stdout.flush()
+    return code

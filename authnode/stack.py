@@ -1,0 +1,117 @@
+"""Everything a process holds open: clients, repositories, the domain, built once.
+
+``open_stack(settings)`` is the one place that turns settings into live objects and closes
+them again; the API, the worker and the admin commands all start from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import procrastinate
+
+from authnode.accounts.context import Accounts
+from authnode.accounts.emails import Mailer
+from authnode.accounts.passwords import PasswordHasher, PasswordPolicy, load_common_passwords
+from authnode.accounts.profile import load_public_profile
+from authnode.cache import ProfileCache
+from authnode.clients.mongo import MongoHandles, create_mongo
+from authnode.clients.redis import RedisClient, connect_redis
+from authnode.jobs.app import create_job_app
+from authnode.jobs.outbox import JobQueueOutbox
+from authnode.jobs.worker_context import WorkerContext
+from authnode.mail import sender_from_url
+from authnode.ratelimit import RedisRateLimiter
+from authnode.repositories.email_tokens import EmailTokenRepository
+from authnode.repositories.sent_emails import SentEmailRepository
+from authnode.repositories.sessions import SessionRepository
+from authnode.repositories.signing_keys import SigningKeyRepository
+from authnode.repositories.users import UserRepository
+from authnode.revocations import Revocations
+from authnode.settings import Settings, require_secret_key
+from authnode.tokens.access import AccessTokens
+from authnode.tokens.keyring import KeyRing
+from authnode.tokens.refresh import refresh_key_from_secret
+
+Probe = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    redis: RedisClient
+    mongo: MongoHandles
+    jobs: procrastinate.App
+    keyring: KeyRing
+    accounts: Accounts
+    worker: WorkerContext
+
+    def probes(self) -> dict[str, Probe]:
+        async def mongodb() -> object:
+            return await self.mongo.primary.command("ping")
+
+        async def redis() -> object:
+            return await self.redis.ping()
+
+        async def postgresql() -> object:
+            return await self.jobs.connector.execute_query_one_async("SELECT 1 AS ok")
+
+        return {"mongodb": mongodb, "redis": redis, "postgresql": postgresql}
+
+
+async def ensure_indexes(mongo: MongoHandles) -> None:
+    await UserRepository(mongo).ensure_indexes()
+    await SessionRepository(mongo).ensure_indexes()
+    await EmailTokenRepository(mongo).ensure_indexes()
+    await SentEmailRepository(mongo).ensure_indexes()
+    await SigningKeyRepository(mongo.primary).ensure_indexes()
+
+
+@asynccontextmanager
+async def open_stack(settings: Settings, *, load_keys: bool = True) -> AsyncIterator[Stack]:
+    secret = require_secret_key(settings)
+    redis = await connect_redis(settings)
+    mongo = create_mongo(settings)
+    jobs = create_job_app(settings)
+    sender = sender_from_url(settings.smtp_url)
+    try:
+        await jobs.open_async()
+        users = UserRepository(mongo)
+        sessions = SessionRepository(mongo)
+        email_tokens = EmailTokenRepository(mongo)
+        limiter = RedisRateLimiter(redis)
+        keyring = KeyRing(SigningKeyRepository(mongo.primary), secret,
+                          rotation_s=settings.signing_key_rotation_s)
+        if load_keys:
+            await keyring.load()
+        hasher = PasswordHasher(memory_kib=settings.argon2_memory_kib,
+                                time_cost=settings.argon2_time_cost,
+                                parallelism=settings.argon2_parallelism,
+                                threads=settings.hash_threads)
+        await hasher.prepare()  # the dummy hash, so the first unknown-email login is not slower
+        accounts: Accounts
+        profiles = ProfileCache(redis, lambda user_id: load_public_profile(accounts, user_id),
+                                ttl_s=settings.profile_cache_ttl_s)
+        accounts = Accounts(
+            settings=settings, users=users, sessions=sessions, email_tokens=email_tokens,
+            hasher=hasher, policy=PasswordPolicy(load_common_passwords()),
+            access_tokens=AccessTokens(keyring, issuer=settings.public_origin,
+                                       ttl_s=settings.access_token_ttl_s),
+            refresh_key=refresh_key_from_secret(secret),
+            revocations=Revocations(redis, access_token_ttl_s=settings.access_token_ttl_s),
+            limiter=limiter, outbox=JobQueueOutbox(jobs), profiles=profiles, clock=time.time,
+        )
+        mailer = Mailer(settings=settings, users=users, email_tokens=email_tokens,
+                        sent_emails=SentEmailRepository(mongo), sender=sender, limiter=limiter)
+        worker = WorkerContext(settings=settings, mailer=mailer, sessions=sessions,
+                               keyring=keyring)
+        yield Stack(settings=settings, redis=redis, mongo=mongo, jobs=jobs, keyring=keyring,
+                    accounts=accounts, worker=worker)
+    finally:
+        await sender.aclose()
+        await jobs.close_async()
+        await mongo.close()
+        await redis.aclose()

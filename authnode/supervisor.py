@@ -1,0 +1,73 @@
+"""``serve --workers N``: N API processes sharing one port through SO_REUSEPORT.
+
+Each child is the same command with ``--workers 1``: stateless and independent, exactly
+like an API process on another host. The supervisor forwards SIGTERM/SIGINT, waits for
+the children, and exits with the worst of their exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from types import FrameType
+
+from authnode.settings import Settings
+
+POLL_S = 0.2
+
+
+def child_command(argv: list[str]) -> list[str]:
+    args = [a for a in argv[1:]]
+    cleaned: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        cleaned.append(arg)
+    return [sys.executable, "-m", "authnode", *cleaned, "--workers", "1"]
+
+
+def supervise(settings: Settings, role: str, argv: list[str]) -> int:
+    env = dict(os.environ)
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authnode-metrics-")
+    command = child_command(argv)
+    children = [subprocess.Popen(command, env={**env, "AUTHNODE_PROCESS_INDEX": str(i)})
+                for i in range(settings.api_workers)]
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            for child in children:
+                child.kill()
+            return
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes: list[int] = []
+    while children:
+        for child in list(children):
+            code = child.poll()
+            if code is not None:
+                children.remove(child)
+                codes.append(code)
+                if not stopping and code != 0:
+                    # One child failed: stop the rest so the unit restarts cleanly.
+                    forward(signal.SIGTERM, None)
+        time.sleep(POLL_S)
+    return max(codes, default=0, key=abs)
