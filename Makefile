@@ -1,0 +1,20 @@
+# authnode developer entry points. Everything installs itself: see scripts/bootstrap.sh.
+.PHONY: bootstrap test lint run stop
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+# Extra pytest arguments: make test ARGS='-k redis -x'
+test:
+	bash scripts/test.sh $(ARGS)
+
+lint: bootstrap
+	.venv/bin/ruff check authnode tests
+	.venv/bin/mypy
+
+run:
+	bash scripts/run.sh
+
+# Stop the services that `make run` started (they keep running after authnode exits).
+stop:
+	@if [ -x .venv/bin/python ]; then .venv/bin/python -m tests.services.run_local stop --dir .run; fi

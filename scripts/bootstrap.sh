@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Install what authnode's development and test suite need on a fresh Debian machine.
+# Idempotent: each step checks first and only does work that is missing. Run as root
+# (or with sudo available) when Debian packages are missing.
+#
+#   Debian packages: redis-server redis-tools postgresql wrk systemd iproute2
+#                    chromium chromium-driver
+#   FerretDB v1:     $(go env GOPATH)/bin/ferretdb, built from the Go module proxy
+#   Python:          ./.venv (python3.11) with `pip install -e '.[test]'`
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+FERRETDB_VERSION="v1.24.2"
+PYTHON="${PYTHON:-python3.11}"
+VENV="$ROOT/.venv"
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+die() { printf '[bootstrap] ERROR: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run: $*"
+    fi
+}
+
+# ---------------------------------------------------------------- Debian packages
+pkg_installed() {
+    dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed
+}
+
+missing=()
+for pkg in redis-server redis-tools postgresql wrk iproute2 chromium chromium-driver; do
+    pkg_installed "$pkg" || missing+=("$pkg")
+done
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || {
+    [[ " ${missing[*]} " == *" postgresql "* ]] || missing+=(postgresql)
+}
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt_opts=(-o DPkg::Lock::Timeout=600 -qq)
+    as_root apt-get "${apt_opts[@]}" update
+    as_root apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
+else
+    say "Debian packages: all present"
+fi
+
+pg_bin=""
+for dir in /usr/lib/postgresql/*/bin; do  # glob order: take the highest version
+    [ -x "$dir/postgres" ] || continue
+    if [ -z "$pg_bin" ] || [ "$(basename "$(dirname "$dir")")" -gt "$(basename "$(dirname "$pg_bin")")" ]; then
+        pg_bin="$dir"
+    fi
+done
+[ -x "$pg_bin/postgres" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+say "PostgreSQL: $pg_bin"
+
+# ---------------------------------------------------------------- FerretDB
+if [ -x /usr/local/go/bin/go ]; then
+    GO=/usr/local/go/bin/go
+else
+    # FerretDB needs Go >= 1.24 (Debian's golang-go is too old): the machine brings it.
+    GO="$(command -v go)" || die "go not found (expected /usr/local/go/bin/go)"
+fi
+gobin="$("$GO" env GOBIN)"
+[ -n "$gobin" ] || gobin="$("$GO" env GOPATH | cut -d: -f1)/bin"
+ferretdb="$gobin/ferretdb"
+
+ferretdb_works() {
+    [ -x "$ferretdb" ] && "$ferretdb" --version 2>/dev/null | grep -q "version: $FERRETDB_VERSION"
+}
+
+if ferretdb_works; then
+    say "FerretDB: $ferretdb ($FERRETDB_VERSION)"
+else
+    # `go install github.com/FerretDB/FerretDB/cmd/ferretdb@VERSION` builds a binary that
+    # panics at start: the module zip lacks the generated build/version/version.txt. So
+    # copy the module source, add that file, and build it there.
+    say "FerretDB: building $FERRETDB_VERSION with $("$GO" version | cut -d' ' -f3) (takes a few minutes)"
+    src_dir="$("$GO" mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [ -d "$src_dir" ] || die "go mod download of FerretDB failed"
+    build_dir="$(mktemp -d)"
+    trap 'rm -rf "$build_dir"' EXIT
+    cp -r "$src_dir/." "$build_dir/"
+    chmod -R u+w "$build_dir"
+    echo "$FERRETDB_VERSION" >"$build_dir/build/version/version.txt"
+    mkdir -p "$gobin"
+    (cd "$build_dir" && "$GO" build -trimpath -o "$ferretdb.tmp" ./cmd/ferretdb)
+    mv -f "$ferretdb.tmp" "$ferretdb"
+    rm -rf "$build_dir"
+    trap - EXIT
+    ferretdb_works || die "built $ferretdb but it does not run"
+    say "FerretDB: built $ferretdb"
+fi
+
+# ---------------------------------------------------------------- Python virtualenv
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found on PATH"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    say "creating $VENV with $("$PYTHON" --version)"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+stamp_file="$VENV/.installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+have="$(cat "$stamp_file" 2>/dev/null || true)"
+if [ "$want" = "$have" ]; then
+    say "Python packages: up to date (pyproject.toml unchanged)"
+else
+    say "Python packages: pip install -e '.[test]'"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    echo "$want" >"$stamp_file"
+fi
+
+say "done"
