@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from authnode.settings import Settings
 
 
@@ -33,14 +36,16 @@ async def migrate(settings: Settings) -> list[str]:
 
 
 async def check_dependencies(settings: Settings) -> dict[str, dict[str, str]]:
+    """Ping each dependency once with a plain connection (no pools that retry in the
+    background), so a failure is reported with its real cause."""
+    import psycopg
+
     from authnode.api.health import run_probes
     from authnode.clients.mongo import create_mongo
     from authnode.clients.redis import create_redis
-    from authnode.jobs.app import create_job_app
 
     mongo = create_mongo(settings)
     redis = create_redis(settings)
-    jobs = create_job_app(settings)
 
     async def mongodb() -> object:
         return await mongo.primary.command("ping")
@@ -49,8 +54,9 @@ async def check_dependencies(settings: Settings) -> dict[str, dict[str, str]]:
         return await redis.ping()
 
     async def postgresql() -> object:
-        await jobs.open_async()
-        return await jobs.connector.execute_query_one_async("SELECT 1 AS ok")
+        async with await psycopg.AsyncConnection.connect(settings.postgres_url,
+                                                         connect_timeout=2) as connection:
+            return await connection.execute("SELECT 1")
 
     try:
         return await run_probes({"mongodb": mongodb, "redis": redis_ping,
@@ -58,7 +64,91 @@ async def check_dependencies(settings: Settings) -> dict[str, dict[str, str]]:
     finally:
         await mongo.close()
         await redis.aclose()
-        try:
-            await jobs.close_async()
-        except Exception:  # noqa: S110 - it may never have opened
-            pass
+
+
+# --------------------------------------------------------------------------- users
+
+
+def describe_user(user: dict[str, Any], live_sessions: int) -> dict[str, Any]:
+    from authnode.accounts.models import public_user
+
+    return {**public_user(user), "disabled": bool(user.get("disabled")),
+            "live_sessions": live_sessions}
+
+
+async def user_action(settings: Settings, email: str, action: str) -> dict[str, Any]:
+    """show / disable / enable / delete one account, found by email."""
+    from authnode.accounts import moderation
+    from authnode.stack import open_stack
+
+    async with open_stack(settings, load_keys=False) as stack:
+        accounts = stack.accounts
+        user = await moderation.find_by_email(accounts, email)
+        if action == "disable":
+            user = await moderation.set_disabled(accounts, user["_id"], True)
+        elif action == "enable":
+            user = await moderation.set_disabled(accounts, user["_id"], False)
+        elif action == "delete":
+            await moderation.remove_account(accounts, user["_id"])
+            return {**describe_user(user, 0), "deleted": True}
+        live = await accounts.sessions.live_ids_for_user(user["_id"], accounts.now())
+        return describe_user(user, len(live))
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def describe_job(job: Any) -> dict[str, Any]:
+    return {"id": job.id, "task": job.task_name, "queue": job.queue,
+            "status": job.status, "attempts": job.attempts,
+            "scheduled_at": job.scheduled_at.isoformat() if job.scheduled_at else None}
+
+
+async def list_jobs(settings: Settings, status: str | None) -> list[dict[str, Any]]:
+    from authnode.jobs.app import create_job_app
+
+    jobs = create_job_app(settings)
+    async with jobs.open_async():
+        found = await jobs.job_manager.list_jobs_async(status=status)
+        return [describe_job(job) for job in found]
+
+
+async def retry_jobs(settings: Settings, job_ids: list[int],
+                     progress: Callable[[int], None]) -> list[dict[str, Any]]:
+    """Queue a failed job again, as a new job with the same task and arguments (a failed
+    job's row is final in procrastinate; the new job gets a new idempotency key, which is
+    right: the failed one never sent its email)."""
+    from authnode.jobs.app import create_job_app
+
+    jobs = create_job_app(settings)
+    results = []
+    async with jobs.open_async():
+        for job_id in job_ids:
+            found = list(await jobs.job_manager.list_jobs_async(id=job_id))
+            if not found:
+                results.append({"id": job_id, "outcome": "not found"})
+            elif found[0].status != "failed":
+                results.append({"id": job_id, "outcome": f"not failed ({found[0].status})"})
+            else:
+                job = found[0]
+                new_id = await jobs.configure_task(job.task_name, queue=job.queue).defer_async(
+                    **job.task_kwargs)
+                results.append({"id": job_id, "outcome": "requeued", "new_id": new_id})
+            progress(1)
+    return results
+
+
+async def failed_job_ids(settings: Settings) -> list[int]:
+    return [job["id"] for job in await list_jobs(settings, "failed")]
+
+
+# --------------------------------------------------------------------------- keys
+
+
+async def rotate_key(settings: Settings) -> dict[str, Any]:
+    from authnode.stack import open_stack
+
+    async with open_stack(settings) as stack:
+        key = await stack.keyring.rotate()
+        return {"kid": key.kid, "created_at": key.created_at.isoformat(),
+                "published": [jwk["kid"] for jwk in stack.keyring.jwks()["keys"]]}

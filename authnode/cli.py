@@ -58,15 +58,28 @@ def preset_option(command: Any) -> Any:
                         callback=remember, help="Load config/<preset>.env.")(command)
 
 
+def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise click.BadParameter("expected HOST:PORT such as 127.0.0.1:9101")
+    return value
+
+
 @main.command()
 @click.option("--role", type=click.Choice(["api", "worker", "all"]), default="all",
               show_default=True, help="What this process runs.")
 @click.option("--bind", metavar="HOST:PORT", help="Listen address (BIND).")
 @click.option("--workers", type=int, metavar="N",
               help="API processes sharing the port with SO_REUSEPORT (API_WORKERS).")
+@click.option("--metrics-bind", metavar="HOST:PORT", callback=_host_port,
+              help="Also serve GET /metrics on this address (for the worker role, which "
+                   "has no API port).")
 @preset_option
 @click.pass_context
-def serve(ctx: click.Context, role: str, bind: str | None, workers: int | None) -> None:
+def serve(ctx: click.Context, role: str, bind: str | None, workers: int | None,
+          metrics_bind: str | None) -> None:
     """Run the API, the background worker, or both."""
     overrides = {}
     if bind is not None:
@@ -82,12 +95,16 @@ def serve(ctx: click.Context, role: str, bind: str | None, workers: int | None) 
         fail_setting(error)
     # One process runs the workers; only the API role fans out over several processes.
     if role == "api" and settings.api_workers > 1:
+        if metrics_bind:
+            raise click.UsageError("--metrics-bind needs one process; with --workers N each "
+                                   "API process serves /metrics on the API port")
         from authnode.supervisor import supervise
 
         sys.exit(supervise(settings, role, sys.argv))
     from authnode.runtime import run_sync
 
-    sys.exit(run_sync(settings, role, bind=settings.bind))  # type: ignore[arg-type]
+    sys.exit(run_sync(settings, role, bind=settings.bind,  # type: ignore[arg-type]
+                      metrics_bind=metrics_bind))
 
 
 @main.group()
@@ -108,6 +125,19 @@ def config_show(ctx: click.Context) -> None:
     value_width = min(60, max(len(value) for _, value, _ in rows))
     for name, value, source in rows:
         click.echo(f"{name:<{width}}  {value:<{value_width}}  {source}")
+    _echo_connection_budget(settings)
+
+
+def _echo_connection_budget(settings: Settings) -> None:
+    """A section of its own after a blank line; each server is asked for at most ~2 s."""
+    import anyio
+
+    from authnode.budget import report
+
+    lines, _ = anyio.run(report, settings)
+    click.echo("")
+    for line in lines:
+        click.echo(line)
 
 
 @main.command()
@@ -136,4 +166,137 @@ def check(ctx: click.Context) -> None:
     for name, result in checks.items():
         detail = f" ({result['error']})" if result.get("error") else ""
         click.echo(f"{name:<11} {result['status']}{detail}")
+    _echo_connection_budget(settings)
     sys.exit(0 if all(r["status"] == "up" for r in checks.values()) else 1)
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def _emit(data: object, as_json: bool, human: str) -> None:
+    if as_json:
+        import json
+
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(human)
+
+
+def _run_admin(ctx: click.Context, function: Any, *args: Any) -> Any:
+    """Run one admin coroutine; a domain error (no such user…) is one line and exit 1."""
+    import anyio
+
+    from authnode.errors import AuthnodeError
+    from authnode.settings import require_secret_key
+
+    settings = build_settings(ctx)
+    try:
+        require_secret_key(settings)
+    except SettingsError as error:
+        fail_setting(error)
+    try:
+        return anyio.run(function, settings, *args)
+    except AuthnodeError as error:
+        click.echo(f"authnode: {error.message}", err=True)
+        sys.exit(1)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@main.group()
+def users() -> None:
+    """Look up, disable, enable or delete an account (operators, on the host)."""
+
+
+def _user_command(action: str, summary: str) -> None:
+    @users.command(action, help=summary)
+    @click.argument("email")
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, email: str, as_json: bool) -> None:
+        from authnode.admin import user_action
+
+        user = _run_admin(ctx, user_action, email, action)
+        if action == "delete":
+            human = f"deleted {user['email']} ({user['id']}); its sessions ended"
+        else:
+            state = "disabled" if user["disabled"] else "active"
+            verified = "verified" if user["email_verified"] else "unverified"
+            human = (f"{user['email']}  id={user['id']}  {state}, {verified}, "
+                     f"{user['live_sessions']} live session(s), created {user['created_at']}")
+        _emit(user, as_json, human)
+
+
+_user_command("show", "Show one account.")
+_user_command("disable", "Refuse logins and end every session of the account at once.")
+_user_command("enable", "Allow logins again.")
+_user_command("delete", "Delete the account, its sessions and its links.")
+
+
+@main.group()
+def jobs() -> None:
+    """Inspect and retry background jobs."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(["todo", "doing", "succeeded", "failed",
+                                             "cancelled", "aborted"]))
+@json_option
+@click.pass_context
+def jobs_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """List jobs, newest last."""
+    import anyio
+
+    from authnode.admin import list_jobs
+
+    found = anyio.run(list_jobs, build_settings(ctx), status)
+    human = "\n".join(f"{j['id']:>8}  {j['status']:<9}  attempts={j['attempts']}  "
+                      f"{j['task']}  ({j['queue']})" for j in found) or "no jobs"
+    _emit(found, as_json, human)
+
+
+@jobs.command("retry")
+@click.argument("job_ids", type=int, nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Retry every failed job.")
+@json_option
+@click.pass_context
+def jobs_retry(ctx: click.Context, job_ids: tuple[int, ...], all_failed: bool,
+               as_json: bool) -> None:
+    """Queue failed jobs again (a progress bar shows on a terminal, not when piped)."""
+    import anyio
+
+    from authnode.admin import failed_job_ids, retry_jobs
+
+    settings = build_settings(ctx)
+    ids = list(job_ids)
+    if all_failed:
+        ids += anyio.run(failed_job_ids, settings)
+    if not ids:
+        raise click.UsageError("give job ids or --all-failed")
+    with click.progressbar(length=len(ids), label="retrying",
+                           hidden=not sys.stdout.isatty() or as_json) as bar:
+        results = anyio.run(retry_jobs, settings, ids, bar.update)
+    human = "\n".join(f"job {r['id']}: {r['outcome']}"
+                      + (f" as job {r['new_id']}" if "new_id" in r else "") for r in results)
+    _emit(results, as_json, human)
+    if any(r["outcome"] != "requeued" for r in results):
+        sys.exit(1)
+
+
+@main.group()
+def keys() -> None:
+    """Manage the token signing keys."""
+
+
+@keys.command("rotate")
+@json_option
+@click.pass_context
+def keys_rotate(ctx: click.Context, as_json: bool) -> None:
+    """Start signing with a new key now. The previous key stays published, so tokens it
+    signed keep working; rotating twice in a row retires the one before it at once."""
+    from authnode.admin import rotate_key
+
+    result = _run_admin(ctx, rotate_key)
+    _emit(result, as_json, f"signing with {result['kid']}; published: "
+                           f"{', '.join(result['published'])}")

@@ -106,6 +106,13 @@ class RateLimited(AuthnodeError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class AccountLocked(RateLimited):
+    """Too many failed logins for one account: the same 429 as any limit, told apart only
+    for metrics (login outcome ``locked``)."""
+
+    default_message = "Too many failed logins for this account; try again later."
+
+
 class Unavailable(AuthnodeError):
     """A dependency (MongoDB, Redis, PostgreSQL) did not answer; the client may retry."""
 

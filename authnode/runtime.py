@@ -25,10 +25,14 @@ from hypercorn.config import Config as HypercornConfig
 from procrastinate.worker import Worker
 
 from authnode.api.app import create_app
+from authnode.api.draining import CloseConnectionsWhenStopping, linger_idle_connections
 from authnode.api.health import run_probes
+from authnode.api.metrics import metrics_app
+from authnode.budget import log_at_startup as log_connection_budget
 from authnode.jobs.app import EMAIL_QUEUE, MAINTENANCE_QUEUE
 from authnode.jobs.tasks import CONTEXT_KEY, requeue_stalled
 from authnode.observability.logs import configure_logging
+from authnode.observability.metrics import Metrics
 from authnode.observability.systemd import keep_watchdog_fed, notify, watchdog_interval_s
 from authnode.settings import Settings
 from authnode.stack import Stack, open_stack
@@ -39,15 +43,19 @@ log = logging.getLogger("authnode.runtime")
 READY_POLL_S = 0.5
 
 
-def listening_socket(bind: str, backlog: int = 1024) -> socket.socket:
+def listening_socket(bind: str, backlog: int = 1024, *,
+                     reuse_port: bool = True) -> socket.socket:
     """Bind with SO_REUSEPORT so several processes (``--workers``, a rolling restart) can
-    share one port; the kernel spreads new connections over them."""
+    share one port; the kernel spreads new connections over them. ``reuse_port=False``
+    for a port that must belong to one process (``--metrics-bind``: a second worker on
+    the same port should fail to start, not silently split the scrapes)."""
     host, _, port = bind.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, int(port)))
     sock.listen(backlog)
@@ -67,10 +75,23 @@ def hypercorn_config(settings: Settings, fd: int) -> HypercornConfig:
     return config
 
 
-async def _serve_api(stack: Stack, sock: socket.socket, stop: anyio.Event) -> None:
-    app = create_app(stack.accounts, stack.keyring, stack.probes())
+async def _serve_api(stack: Stack, sock: socket.socket, stop: anyio.Event,
+                     metrics: Metrics) -> None:
+    app = create_app(stack.accounts, stack.keyring, stack.probes(), metrics=metrics,
+                     online=stack.online)
     config = hypercorn_config(stack.settings, sock.detach())
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+    # Stop without failing requests in flight or on keep-alive connections (see draining).
+    linger_idle_connections()
+    await hypercorn_serve(CloseConnectionsWhenStopping(app, stop.is_set), config,
+                          shutdown_trigger=stop.wait, mode="asgi")
+
+
+async def _serve_metrics(stack: Stack, sock: socket.socket, stop: anyio.Event,
+                         metrics: Metrics) -> None:
+    """``--metrics-bind``: a second, tiny Hypercorn server in this event loop. It shares
+    the process's life (bound before READY, closed on stop) and needs no thread."""
+    config = hypercorn_config(stack.settings, sock.detach())
+    await hypercorn_serve(metrics_app(metrics), config, shutdown_trigger=stop.wait)
 
 
 async def _run_workers(stack: Stack, stop: anyio.Event) -> None:
@@ -143,31 +164,45 @@ async def _watch_signals(stop: anyio.Event) -> None:
             stop.set()
 
 
-async def run(settings: Settings, role: Role, *, bind: str) -> int:
+async def run(settings: Settings, role: Role, *, bind: str,
+              metrics_bind: str | None = None) -> int:
     configure_logging(settings.log_level, settings.instance_id)
     stop = anyio.Event()
     sock = listening_socket(bind) if role in ("api", "all") else None
+    metrics_sock = listening_socket(metrics_bind, reuse_port=False) if metrics_bind else None
+    metrics = Metrics()  # the process's one; open_stack builds the components' hooks from it
     async with anyio.create_task_group() as outer:
         outer.start_soon(_watch_signals, stop)
-        async with open_stack(settings) as stack, anyio.create_task_group() as tasks:
+        async with (open_stack(settings, metrics=metrics) as stack,
+                    anyio.create_task_group() as tasks):
+            if role != "api":  # the processes that run jobs report the queue
+                metrics.watch_job_queue(stack.jobs.connector, [EMAIL_QUEUE, MAINTENANCE_QUEUE])
+            sampling = anyio.CancelScope()
+            tasks.start_soon(_in_scope, sampling, metrics.sample_forever)
             if sock is not None:
-                tasks.start_soon(_serve_api, stack, sock, stop)
+                tasks.start_soon(_serve_api, stack, sock, stop, metrics)
+            if metrics_sock is not None:
+                tasks.start_soon(_serve_metrics, stack, metrics_sock, stop, metrics)
             if role in ("worker", "all"):
                 tasks.start_soon(_run_workers, stack, stop)
             await tasks.start(_wait_until_ready, stack)
             notify("READY=1")
             log.info("ready", extra={"role": role, "bind": bind if sock else None})
+            tasks.start_soon(log_connection_budget, settings, os.environ)
             watchdog = anyio.CancelScope()
             if (interval_s := watchdog_interval_s()) is not None:
                 tasks.start_soon(_in_scope, watchdog, keep_watchdog_fed, interval_s)
             await stop.wait()
             watchdog.cancel()
+            sampling.cancel()
         outer.cancel_scope.cancel()
+    metrics.close()
     log.info("stopped", extra={"role": role})
     return 0
 
 
-def run_sync(settings: Settings, role: Role, *, bind: str) -> int:
+def run_sync(settings: Settings, role: Role, *, bind: str,
+             metrics_bind: str | None = None) -> int:
     backend_options = {}
     try:
         import uvloop  # noqa: F401
@@ -175,7 +210,8 @@ def run_sync(settings: Settings, role: Role, *, bind: str) -> int:
         backend_options["use_uvloop"] = True
     except ImportError:
         pass
-    code: int = anyio.run(partial(run, settings, role, bind=bind), backend="asyncio",
+    code: int = anyio.run(partial(run, settings, role, bind=bind, metrics_bind=metrics_bind),
+                          backend="asyncio",
                           backend_options=backend_options)
     sys.stdout.flush()
     return code

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from authnode.tuning import HostResources, Tuned, tune
 
 PRESETS = ("starter", "growth", "high-scale")
+PRESET_OPTION = "--preset/AUTHNODE_PRESET"
 SECRET_KEY_MIN_CHARS = 32
 
 
@@ -223,7 +224,8 @@ def _url(*schemes: str) -> Callable[[str], str]:
         text = raw.strip()
         parts = urlsplit(text)
         if parts.scheme not in schemes or not parts.netloc:
-            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+            starts = " or ".join(scheme + "://" for scheme in schemes)
+            raise ValueError(f"expected a URL starting with {starts}")
         return text
 
     return parse
@@ -395,26 +397,26 @@ def parse_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def preset_dirs() -> list[Path]:
+def preset_dirs(environ: Mapping[str, str]) -> list[Path]:
     """Where preset files are looked for: $AUTHNODE_CONFIG_DIR, the checkout, /etc."""
     dirs = []
-    if configured := os.environ.get("AUTHNODE_CONFIG_DIR"):
+    if configured := environ.get("AUTHNODE_CONFIG_DIR"):
         dirs.append(Path(configured))
     dirs.append(Path(__file__).resolve().parent.parent / "config")
     dirs.append(Path("/etc/authnode/presets"))
     return dirs
 
 
-def find_preset(name: str) -> Path:
+def find_preset(name: str, environ: Mapping[str, str]) -> Path:
     if name not in PRESETS:
-        raise SettingsError("AUTHNODE_PRESET", f"unknown preset {name!r}; expected one of "
+        raise SettingsError(PRESET_OPTION, f"unknown preset {name!r}; expected one of "
                             f"{', '.join(PRESETS)}")
-    for directory in preset_dirs():
+    for directory in preset_dirs(environ):
         candidate = directory / f"{name}.env"
         if candidate.is_file():
             return candidate
-    raise SettingsError("AUTHNODE_PRESET", f"preset file {name}.env not found in "
-                        f"{', '.join(str(d) for d in preset_dirs())}")
+    raise SettingsError(PRESET_OPTION, f"preset file {name}.env not found in "
+                        f"{', '.join(str(d) for d in preset_dirs(environ))}")
 
 
 def load_settings(
@@ -434,7 +436,7 @@ def load_settings(
     if env_file is not None and env_file.is_file():
         layers.append((f"file {env_file}", parse_env_file(env_file)))
     if preset:
-        layers.append((f"preset {preset}", parse_env_file(find_preset(preset))))
+        layers.append((f"preset {preset}", parse_env_file(find_preset(preset, environ))))
 
     known = {spec.env for spec in SPECS}
     for source, layer in layers[2:]:
@@ -451,6 +453,8 @@ def load_settings(
         values[spec.attr], sources[spec.env] = _resolve(spec, layers, tuned)
     if values["instance_id"] is None:
         values["instance_id"] = _default_instance_id()
+    if sources["DB_MIN_POOL_SIZE"] == "tuned from hardware":  # never above a set maximum
+        values["db_min_pool_size"] = min(values["db_min_pool_size"], values["db_pool_size"])
     settings = Settings(**values, sources=sources)
     _check_consistency(settings)
     return settings

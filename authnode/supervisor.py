@@ -39,9 +39,17 @@ def child_command(argv: list[str]) -> list[str]:
 
 def supervise(settings: Settings, role: str, argv: list[str]) -> int:
     env = dict(os.environ)
-    if "PROMETHEUS_MULTIPROC_DIR" not in env:
-        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authnode-metrics-")
+    if "PROMETHEUS_MULTIPROC_DIR" in env:
+        return _supervise(settings, argv, env)
+    # Our own metrics folder lives exactly as long as the children that write it.
+    with tempfile.TemporaryDirectory(prefix="authnode-metrics-") as metrics_dir:
+        return _supervise(settings, argv, {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir})
+
+
+def _supervise(settings: Settings, argv: list[str], env: dict[str, str]) -> int:
     command = child_command(argv)
+    # Each child learns N, for the connection budget it logs (see authnode.budget).
+    env["AUTHNODE_API_PROCESSES"] = str(settings.api_workers)
     children = [subprocess.Popen(command, env={**env, "AUTHNODE_PROCESS_INDEX": str(i)})
                 for i in range(settings.api_workers)]
     stopping = False

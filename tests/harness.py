@@ -63,12 +63,15 @@ class AuthnodeEnv:
 
     def start(self, role: str = "all", *, port: int | None = None, workers: int = 1,
               extra_env: dict[str, str] | None = None, wait: bool = True,
-              timeout: float = 30, name: str | None = None) -> AuthnodeProcess:
+              timeout: float = 30, name: str | None = None,
+              extra_args: list[str] | None = None) -> AuthnodeProcess:
+        """``extra_args`` go after ``serve`` (e.g. ``["--metrics-bind", "127.0.0.1:9101"]``)."""
         port = port or free_port()
         log_path = self.workdir / f"{name or role}-{port}-{secrets.token_hex(3)}.log"
         args = [sys.executable, "-m", "authnode", "serve", "--role", role]
         if role != "worker":
             args += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+        args += extra_args or []
         env = self.os_env()
         env.update(extra_env or {})
         log_file = log_path.open("wb")

@@ -22,10 +22,10 @@ from authnode.accounts.context import Accounts
 from authnode.accounts.models import IssuedTokens, Principal, lookup_email
 from authnode.errors import (
     AccountDisabled,
+    AccountLocked,
     EmailNotVerified,
     InvalidCredentials,
     InvalidToken,
-    RateLimited,
 )
 from authnode.tokens.refresh import (
     hash_refresh_token,
@@ -47,8 +47,7 @@ async def login(accounts: Accounts, *, email: str, password: str, ip: str,
     await accounts.limiter.check("login_ip", ip, settings.login_ip_limit)
     lock = await accounts.limiter.peek("login_account", address, settings.login_account_limit)
     if not lock.allowed:
-        raise RateLimited(lock.retry_after_s, "Too many failed logins for this account; "
-                          "try again later.")
+        raise AccountLocked(lock.retry_after_s)
 
     user = await accounts.users.by_email(address)
     if user is None:

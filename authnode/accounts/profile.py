@@ -7,6 +7,7 @@ from typing import Any
 from authnode.accounts.authentication import end_session
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import Principal, clean_name, iso, public_user
+from authnode.accounts.moderation import remove_account
 from authnode.errors import InvalidCredentials, InvalidToken, NotFound
 
 
@@ -38,11 +39,7 @@ async def delete_account(accounts: Accounts, principal: Principal, *, password: 
         raise InvalidToken()
     if not await accounts.hasher.verify(user["password_hash"], password):
         raise InvalidCredentials("The password is incorrect.")
-    await accounts.revocations.revoke_user(user["_id"], accounts.clock())
-    await accounts.profiles.invalidate(user["_id"])
-    await accounts.sessions.delete_for_user(user["_id"])
-    await accounts.email_tokens.delete_for_user(user["_id"])
-    await accounts.users.delete(user["_id"])
+    await remove_account(accounts, user["_id"])
 
 
 async def list_sessions(accounts: Accounts, principal: Principal) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from quart import Quart, Response, g, request
 from quart_schema import QuartSchema
@@ -14,12 +15,17 @@ from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 from authnode.accounts.authentication import authenticate
 from authnode.accounts.context import Accounts
 from authnode.api.auth import auth_blueprint
+from authnode.api.caching import OPENAPI_MAX_AGE_S, PublicCache
 from authnode.api.errors import register_error_handlers
 from authnode.api.health import Probe, health_blueprint
 from authnode.api.jwks import jwks_blueprint
+from authnode.api.metrics import metrics_blueprint
 from authnode.api.pages import pages_blueprint
 from authnode.api.requests import bearer_token
+from authnode.api.stats import stats_blueprint
 from authnode.api.users import users_blueprint
+from authnode.observability.metrics import Metrics
+from authnode.online import OnlineUsers
 from authnode.tokens.keyring import KeyRing
 
 access_log = logging.getLogger("authnode.access")
@@ -27,7 +33,25 @@ access_log = logging.getLogger("authnode.access")
 MAX_REQUEST_ID_CHARS = 128
 
 
-def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]) -> Quart:
+def _plain_dicts_skip_conversion(app: Quart) -> None:
+    """quart-schema passes every returned dict through a new pydantic ``TypeAdapter``
+    (a fifth of the CPU of ``GET /healthz``, measured: bench/README.md). Our views return
+    plain JSON dicts, which Quart encodes as they are; models still go to quart-schema."""
+    convert = app.make_response
+
+    async def make_response(result: Any) -> Any:
+        value = result
+        if type(result) is tuple and len(result) == 2 and type(result[1]) is int:
+            value = result[0]  # (body, status)
+        if type(value) is dict:
+            return await Quart.make_response(app, result)
+        return await convert(result)
+
+    app.make_response = make_response  # type: ignore[method-assign]
+
+
+def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe], *,
+               metrics: Metrics, online: OnlineUsers) -> Quart:
     settings = accounts.settings
     app = Quart("authnode")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -43,12 +67,17 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
         security_schemes={"bearer": {"type": "http", "scheme": "bearer",
                                      "bearer_format": "JWT"}},
     )
+    _plain_dicts_skip_conversion(app)
     register_error_handlers(app)
     app.register_blueprint(health_blueprint(probes))
     app.register_blueprint(jwks_blueprint(keyring, max_age_s=settings.jwks_max_age_s))
-    app.register_blueprint(auth_blueprint(accounts))
+    app.register_blueprint(auth_blueprint(accounts, metrics))
     app.register_blueprint(users_blueprint(accounts))
     app.register_blueprint(pages_blueprint(accounts))
+    app.register_blueprint(metrics_blueprint(metrics))
+    app.register_blueprint(stats_blueprint(online))
+    public_cache = PublicCache({"/.well-known/jwks.json": settings.jwks_max_age_s,
+                               "/openapi.json": OPENAPI_MAX_AGE_S})
 
     @app.before_request
     async def start_request() -> None:
@@ -59,20 +88,25 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
         view = app.view_functions.get(request.endpoint or "")
         if view is not None and getattr(view, QUART_SCHEMA_SECURITY_ATTRIBUTE, None):
             g.principal = await authenticate(accounts, bearer_token(request))
+            online.mark(g.principal.user_id)  # memory only; flushed to Redis in the background
 
     @app.after_request
     async def finish_request(response: Response) -> Response:
+        response = await public_cache.apply(request, response)  # ETag, max-age, 304
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        if request.path.startswith("/v1/"):
+        if request.path.startswith("/v1/") or "principal" in g:  # personal: never cached
             response.headers["Cache-Control"] = "no-store"
         started = g.get("started")
+        seconds = time.perf_counter() - started if started else 0.0
+        # The rule's template ("/v1/sessions/<session_id>"), never the raw path.
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.observe_request(route=route, method=request.method,
+                                status=response.status_code, seconds=seconds)
         access_log.info(
             "request", extra={
                 "request_id": g.get("request_id"), "method": request.method,
-                "route": request.url_rule.rule if request.url_rule else "unmatched",
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2)
-                if started else None,
+                "route": route, "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 2) if started else None,
             })
         return response
 

@@ -9,6 +9,7 @@ from authnode.accounts import authentication, recovery, registration
 from authnode.accounts.context import Accounts
 from authnode.api import schemas
 from authnode.api.requests import client_ip, user_agent
+from authnode.observability.metrics import Metrics
 
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 ACCEPTED = ({"status": "verification_sent"}, 202)
@@ -18,7 +19,7 @@ def _empty(status: int = 204) -> Response:
     return Response("", status=status)
 
 
-def auth_blueprint(accounts: Accounts) -> Blueprint:
+def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     bp = Blueprint("auth", __name__, url_prefix="/v1/auth")
     trust = accounts.settings.trust_forwarded_for
 
@@ -63,8 +64,10 @@ def auth_blueprint(accounts: Accounts) -> Blueprint:
     @document_response(schemas.Error, 429)
     async def login(data: schemas.LoginRequest) -> dict[str, object]:
         """Exchange email and password for an access token and a refresh token."""
-        issued = await authentication.login(accounts, email=data.email, password=data.password,
-                                            ip=ip(), user_agent=user_agent(request))
+        with metrics.login_attempt():  # counts the outcome, re-raises errors
+            issued = await authentication.login(accounts, email=data.email,
+                                                password=data.password, ip=ip(),
+                                                user_agent=user_agent(request))
         return issued.as_json()
 
     @bp.post("/refresh")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.monitoring import ConnectionPoolListener
 from pymongo.uri_parser import parse_uri
 
 from authnode.settings import Settings
@@ -35,7 +37,9 @@ def database_name(mongodb_uri: str) -> str:
     return parse_uri(mongodb_uri).get("database") or "authnode"
 
 
-def create_mongo(settings: Settings) -> MongoHandles:
+def create_mongo(settings: Settings, *,
+                 event_listeners: Sequence[ConnectionPoolListener] = ()) -> MongoHandles:
+    """``event_listeners``: pymongo monitoring listeners (metrics count pool use)."""
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         settings.mongodb_uri,
         maxPoolSize=settings.db_pool_size,
@@ -48,6 +52,7 @@ def create_mongo(settings: Settings) -> MongoHandles:
         tz_aware=True,
         appname="authnode",
         connect=False,
+        event_listeners=list(event_listeners),
     )
     name = database_name(settings.mongodb_uri)
     primary = client.get_database(name)

@@ -40,7 +40,9 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
         worker = _worker_context(context)
         job = context.job
         started = time.perf_counter()
-        outcome = "failed"
+        # If deliver raises, procrastinate retries the job while attempts remain
+        # (RetryStrategy: while job.attempts < max_attempts).
+        outcome = "retried" if job.attempts < settings.email_max_attempts else "failed"
         try:
             outcome = await deliver(worker.mailer, kind=kind, email=email, user_id=user_id,
                                     idempotency_key=f"job:{job.id}",

@@ -37,6 +37,13 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 line[name] = value
+        job = record.__dict__.get("job")
+        if record.name.startswith("procrastinate") and isinstance(job, dict):
+            # procrastinate's message quotes the job's arguments (an email address): keep
+            # its action and the job's identity instead.
+            line["message"] = f"procrastinate {record.__dict__.get('action', 'job')}"
+            line.setdefault("task", job.get("task_name"))
+            line.setdefault("job_id", job.get("id"))
         if record.exc_info and record.exc_info[0] is not None:
             line["error"] = record.exc_info[0].__name__
             line["traceback"] = self.formatException(record.exc_info)

@@ -35,9 +35,9 @@ def ferretdb_bin() -> str:
 class FerretDB:
     """FerretDB on 127.0.0.1:`port`; SQLite files and state in `dir`. Restartable (data kept)."""
 
-    def __init__(self, port: int, dir: Path | str) -> None:
+    def __init__(self, port: int, dir: Path | str, host: str = HOST) -> None:
         self.port = port
-        self.host = HOST
+        self.host = host
         self.dir = Path(dir)
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "ferretdb.log"
@@ -100,7 +100,7 @@ class FerretDB:
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise ServiceError(f"ferretdb exited early:\n{tail(self.log_path)}")
-            return port_is_listening(self.port) and self.ping()
+            return port_is_listening(self.port, self.host) and self.ping()
 
         wait_until(ready, timeout, f"ferretdb on {self.host}:{self.port} to answer ping")
 

@@ -59,9 +59,13 @@ class PostgresServer:
     must be searchable by others (create temp dirs with mode 0755).
     """
 
-    def __init__(self, port: int, dir: Path | str, database: str = DEFAULT_DATABASE) -> None:
+    def __init__(
+        self, port: int, dir: Path | str, database: str = DEFAULT_DATABASE, host: str = HOST
+    ) -> None:
+        """`host`: the listen address; another one than 127.0.0.1 also admits clients of
+        its subnet (pg_hba `samenet`), e.g. processes in other network namespaces."""
         self.port = port
-        self.host = HOST
+        self.host = host
         self.dir = Path(dir)
         self.data_dir = self.dir / "data"
         self.database = database
@@ -126,6 +130,9 @@ class PostgresServer:
         if result.returncode != 0:
             out = (result.stdout + result.stderr).decode(errors="replace")
             raise ServiceError(f"initdb failed ({result.returncode}):\n{out}")
+        if self.host != HOST:
+            with open(self.data_dir / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
 
     def command_line(self) -> list[str]:
         settings = {

@@ -48,9 +48,10 @@ class RedisServer:
         dir: Path | str,
         extra_args: Sequence[str] = (),
         name: str = "redis",
+        host: str = HOST,
     ) -> None:
         self.port = port
-        self.host = HOST
+        self.host = host
         self.dir = Path(dir)
         self.name = name
         self.extra_args = list(extra_args)
@@ -202,8 +203,13 @@ class RedisCluster:
     Node ports are chosen below 32768 with port+10000 (the cluster bus) also free.
     """
 
-    def __init__(self, dir: Path | str, size: int = 6, replicas: int = 1) -> None:
+    def __init__(
+        self, dir: Path | str, size: int = 6, replicas: int = 1, host: str = HOST
+    ) -> None:
+        """`host`: the address the nodes bind to and announce to clients (another one than
+        127.0.0.1 lets clients in other network namespaces follow the cluster's redirects)."""
         self.dir = Path(dir)
+        announce = ("--cluster-announce-ip", host) if host != HOST else ()
         self.replicas = replicas
         self.nodes: list[RedisServer] = []
         for index in range(size):
@@ -212,8 +218,9 @@ class RedisCluster:
                 RedisServer(
                     port,
                     self.dir / f"node-{port}",
-                    extra_args=CLUSTER_ARGS,
+                    extra_args=(*CLUSTER_ARGS, *announce),
                     name=f"redis-cluster-node-{index}",
+                    host=host,
                 )
             )
 

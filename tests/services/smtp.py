@@ -107,8 +107,9 @@ class SmtpRecorder:
         self,
         port: int | None = None,
         on_message: Callable[[RecordedMessage], None] | None = None,
+        host: str = HOST,
     ) -> None:
-        self.host = HOST
+        self.host = host
         self.port = port if port is not None else free_port()
         self.on_message = on_message
         self.failure: str | None = None

@@ -1,0 +1,38 @@
+"""What an operator (or the user, for deletion) does to a whole account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authnode.accounts.authentication import end_all_sessions
+from authnode.accounts.context import Accounts
+from authnode.accounts.models import lookup_email
+from authnode.errors import NotFound
+
+
+async def find_by_email(accounts: Accounts, email: str) -> dict[str, Any]:
+    user = await accounts.users.by_email(lookup_email(email))
+    if user is None:
+        raise NotFound("No account has this email address.")
+    return user
+
+
+async def set_disabled(accounts: Accounts, user_id: str, disabled: bool) -> dict[str, Any]:
+    """Disable (login refused, every session ended at once) or enable an account."""
+    await accounts.profiles.invalidate(user_id)
+    user = await accounts.users.set_disabled(user_id, disabled, accounts.now())
+    if user is None:
+        raise NotFound("No such account.")
+    if disabled:
+        await accounts.revocations.revoke_user(user_id, accounts.clock())
+        await end_all_sessions(accounts, user_id)
+    return user
+
+
+async def remove_account(accounts: Accounts, user_id: str) -> None:
+    """Delete the account, its sessions and its links; its access tokens die at once."""
+    await accounts.revocations.revoke_user(user_id, accounts.clock())
+    await accounts.profiles.invalidate(user_id)
+    await accounts.sessions.delete_for_user(user_id)
+    await accounts.email_tokens.delete_for_user(user_id)
+    await accounts.users.delete(user_id)
