@@ -51,13 +51,23 @@ class ProfileCache:
         self._on_hit = on_hit or (lambda: None)
         self._on_miss = on_miss or (lambda: None)
 
-    async def get(self, user_id: str) -> dict[str, Any] | None:
-        """The public profile, or None if the user does not exist."""
-        key = redis_keys.profile(user_id)
-        try:
-            raw = await self._redis.get(key)
-        except REDIS_OUTAGE_ERRORS:
-            raw = None
+    def key(self, user_id: str) -> str:
+        return redis_keys.profile(user_id)
+
+    async def get(self, user_id: str, *,
+                  entry: tuple[bytes | None] | None = None) -> dict[str, Any] | None:
+        """The public profile, or None if the user does not exist.
+
+        ``entry``: the value of :meth:`key` when the caller has read it already (in the
+        same round trip as another read); a 1-tuple, ``(None,)`` for an absent key."""
+        raw: bytes | str | None
+        if entry is not None:
+            raw = entry[0]
+        else:
+            try:
+                raw = await self._redis.get(self.key(user_id))
+            except REDIS_OUTAGE_ERRORS:
+                raw = None
         if raw is not None and raw != TOMBSTONE:
             self._on_hit()
             value: dict[str, Any] = json.loads(raw)

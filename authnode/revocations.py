@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 import anyio
 
@@ -148,19 +149,35 @@ class Revocations:
         """Whether an access token of this session, issued at ``issued_at`` (its ``iat``),
         must be refused. One round trip. Raises ``Unavailable`` when Redis cannot answer.
         """
+        revoked, _ = await self.is_revoked_reading(
+            user_id, session_id, issued_at, session_created_at=session_created_at)
+        return revoked
+
+    async def is_revoked_reading(
+        self,
+        user_id: str,
+        session_id: str,
+        issued_at: float,
+        *,
+        session_created_at: float | None = None,
+        also: Sequence[str] = (),
+    ) -> tuple[bool, list[bytes | str | None]]:
+        """:meth:`is_revoked`, plus the values of ``also`` read by the same ``MGET``: keys
+        under this user's hash tag (``{u:<id>}``, e.g. the cached profile), so a request
+        that needs one makes one round trip to Redis instead of two."""
         keys = [redis_keys.revoked_session(user_id, session_id),
-                redis_keys.revoked_before(user_id)]
+                redis_keys.revoked_before(user_id), *also]
         async with redis_unavailable():
             with anyio.fail_after(self._timeout_s):
-                session_mark, before_raw = await self._redis.mget(keys)
+                session_mark, before_raw, *values = await self._redis.mget(keys)
         if session_mark is not None:
-            return True
+            return True, values
         if before_raw is None:
-            return False
+            return False, values
         before = _parse_cutoff(before_raw, keys[1])
         if before is None:
-            return True  # unreadable cutoff: fail closed until it expires
-        return revoked_by_cutoff(before, issued_at, session_created_at)
+            return True, values  # unreadable cutoff: fail closed until it expires
+        return revoked_by_cutoff(before, issued_at, session_created_at), values
 
 
 def _parse_cutoff(raw: object, key: str) -> float | None:

@@ -41,6 +41,10 @@ Role = Literal["api", "worker", "all"]
 log = logging.getLogger("authnode.runtime")
 
 READY_POLL_S = 0.5
+# A worker that stopped on an error (PostgreSQL gone) is started again after this much,
+# doubling up to the maximum while it keeps failing.
+WORKER_RESTART_MIN_S = 0.5
+WORKER_RESTART_MAX_S = 5.0
 
 
 def listening_socket(bind: str, backlog: int = 1024, *,
@@ -113,7 +117,7 @@ async def _run_workers(stack: Stack, stop: anyio.Event) -> None:
     ]
     async with anyio.create_task_group() as tasks:
         for worker in workers:
-            tasks.start_soon(worker.run)
+            tasks.start_soon(_keep_running, worker, stop)
         stalled_check = anyio.CancelScope()
         if not settings.disable_stalled_job_check:
             tasks.start_soon(_requeue_stalled_forever, stack, stalled_check)
@@ -121,6 +125,32 @@ async def _run_workers(stack: Stack, stop: anyio.Event) -> None:
         stalled_check.cancel()
         for worker in workers:
             worker.stop()  # type: ignore[no-untyped-call]  # drains its jobs, run() returns
+
+
+async def _keep_running(worker: Worker, stop: anyio.Event) -> None:
+    """``worker.run()`` until the process stops. procrastinate's worker does not outlive
+    its database: when PostgreSQL goes away its LISTEN task fails, it stops itself and
+    then raises (it cannot unregister), which used to end the whole process. Run it again
+    instead, with backoff; its jobs left ``doing`` are requeued by the stalled-job check."""
+    delay_s = WORKER_RESTART_MIN_S
+    while not stop.is_set():
+        started = anyio.current_time()
+        try:
+            await worker.run()  # type: ignore[no-untyped-call]
+        except Exception as error:
+            log.warning("worker stopped on an error; restarting it",
+                        extra={"queue": ",".join(worker.queues or ()),
+                               "outcome": type(error).__name__})
+        else:
+            if stop.is_set():
+                return
+            log.warning("worker stopped by itself; restarting it",
+                        extra={"queue": ",".join(worker.queues or ())})
+        if anyio.current_time() - started > 10 * WORKER_RESTART_MAX_S:
+            delay_s = WORKER_RESTART_MIN_S  # it had been running fine: a new incident
+        with anyio.move_on_after(delay_s):
+            await stop.wait()
+        delay_s = min(2 * delay_s, WORKER_RESTART_MAX_S)
 
 
 async def _requeue_stalled_forever(stack: Stack, scope: anyio.CancelScope) -> None:

@@ -66,7 +66,9 @@ class Stack:
 
 
 async def ensure_indexes(mongo: MongoHandles) -> None:
-    await UserRepository(mongo).ensure_indexes()
+    users = UserRepository(mongo)
+    await users.ensure_indexes()
+    await users.load_id_key()
     await SessionRepository(mongo).ensure_indexes()
     await EmailTokenRepository(mongo).ensure_indexes()
     await SentEmailRepository(mongo).ensure_indexes()
@@ -87,6 +89,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
     try:
         await jobs.open_async()
         users = UserRepository(mongo)
+        await users.load_id_key()
         sessions = SessionRepository(mongo)
         email_tokens = EmailTokenRepository(mongo)
         limiter = RedisRateLimiter(redis,

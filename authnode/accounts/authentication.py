@@ -149,8 +149,17 @@ async def end_all_sessions(accounts: Accounts, user_id: str, *,
     await accounts.sessions.revoke_all(user_id, now, except_session=except_session)
 
 
-async def authenticate(accounts: Accounts, bearer: str) -> Principal:
+async def authenticate(accounts: Accounts, bearer: str, *,
+                       read_profile: bool = False) -> Principal:
+    """The principal of a valid, unrevoked bearer token. ``read_profile``: also read the
+    user's profile-cache entry, in the same Redis round trip (see :func:`profile.me`)."""
     claims = await accounts.access_tokens.verify(bearer)
-    if await accounts.revocations.is_revoked(claims.sub, claims.sid, claims.iat):
+    also = [accounts.profiles.key(claims.sub)] if read_profile else []
+    revoked, values = await accounts.revocations.is_revoked_reading(
+        claims.sub, claims.sid, claims.iat, also=also)
+    if revoked:
         raise InvalidToken()
-    return Principal(user_id=claims.sub, session_id=claims.sid)
+    entry = values[0] if read_profile else None
+    return Principal(user_id=claims.sub, session_id=claims.sid,
+                     profile_entry=(entry if isinstance(entry, bytes) else None,)
+                     if read_profile else None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,13 +53,17 @@ def normalize_email(raw: str) -> str:
     return valid.normalized.lower()
 
 
+NO_ACCOUNT_ADDRESS = "@invalid"  # fails normalize_email, so no account can have it
+
+
 def lookup_email(raw: str) -> str:
-    """Like :func:`normalize_email` but never raises: a malformed address simply matches
-    no account (login and forgot must not say which addresses are well-formed accounts)."""
+    """Like :func:`normalize_email` but never raises: a malformed address becomes one that
+    matches no account (login and forgot answer the same for it as for any unknown one),
+    and nothing of the raw input travels further (no NUL bytes into the job queue)."""
     try:
         return normalize_email(raw)
     except InvalidRequest:
-        return raw.strip().lower()[:MAX_EMAIL_CHARS]
+        return NO_ACCOUNT_ADDRESS
 
 
 def clean_name(raw: str | None) -> str | None:
@@ -95,7 +99,12 @@ class IssuedTokens:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who an access token speaks for."""
+    """Who an access token speaks for.
+
+    ``profile_entry``: the user's profile-cache entry when :func:`authenticate` read it
+    together with the revocation marks (``GET /v1/users/me``), as a 1-tuple."""
 
     user_id: str
     session_id: str
+    profile_entry: tuple[bytes | None] | None = field(default=None, repr=False,
+                                                      compare=False)

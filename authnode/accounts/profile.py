@@ -18,7 +18,7 @@ async def load_public_profile(accounts: Accounts, user_id: str) -> dict[str, Any
 
 
 async def me(accounts: Accounts, principal: Principal) -> dict[str, Any]:
-    profile = await accounts.profiles.get(principal.user_id)
+    profile = await accounts.profiles.get(principal.user_id, entry=principal.profile_entry)
     if profile is None:
         raise InvalidToken()
     return profile

@@ -8,7 +8,6 @@ anything, to send. So neither the response nor its timing tells whether an accou
 from __future__ import annotations
 
 import hashlib
-import uuid
 from typing import Any
 
 from authnode.accounts.context import Accounts
@@ -26,7 +25,7 @@ async def register(accounts: Accounts, *, email: str, password: str, name: str |
     await accounts.limiter.check("register_ip", ip, accounts.settings.register_ip_limit)
     password_hash = await accounts.hasher.hash(password)
     now = accounts.now()
-    user_id = uuid.uuid4().hex
+    user_id = accounts.users.id_for_email(address)
     user: dict[str, Any] = {
         "_id": user_id, "email": address, "name": display_name,
         "password_hash": password_hash, "email_verified": False, "disabled": False,

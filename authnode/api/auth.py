@@ -8,6 +8,7 @@ from quart_schema import document_response, security_scheme, validate_request
 from authnode.accounts import authentication, recovery, registration
 from authnode.accounts.context import Accounts
 from authnode.api import schemas
+from authnode.api.documentation import no_content
 from authnode.api.requests import client_ip, user_agent
 from authnode.observability.metrics import Metrics
 
@@ -82,6 +83,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @bp.post("/logout")
     @security_scheme(BEARER)
     @document_response(schemas.Error, 401)
+    @no_content()
     async def logout() -> Response:
         """End this session: its access and refresh tokens stop working at once."""
         await authentication.end_session(accounts, g.principal.user_id, g.principal.session_id)
@@ -90,6 +92,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @bp.post("/logout-all")
     @security_scheme(BEARER)
     @document_response(schemas.Error, 401)
+    @no_content()
     async def logout_all() -> Response:
         """End every session of this user."""
         await authentication.end_all_sessions(accounts, g.principal.user_id)
@@ -108,6 +111,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @validate_request(schemas.ResetPasswordRequest)
     @document_response(schemas.Error, 400)
     @document_response(schemas.Error, 422)
+    @no_content()
     async def reset(data: schemas.ResetPasswordRequest) -> Response:
         """Set a new password with the emailed token; every session of the user ends."""
         await recovery.reset_password(accounts, token=data.token, password=data.password)
@@ -118,6 +122,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @validate_request(schemas.ChangePasswordRequest)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 422)
+    @no_content()
     async def change(data: schemas.ChangePasswordRequest) -> Response:
         """Change the password; every other session ends."""
         await recovery.change_password(accounts, g.principal,

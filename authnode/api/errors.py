@@ -71,7 +71,15 @@ def _from_http(error: HTTPException) -> Response:
         allow = getattr(error, "valid_methods", None)
         if allow:
             headers["Allow"] = ", ".join(allow)
+    if status in (408, 413):
+        # The server closes the connection after this answer (the rest of the body is not
+        # read); saying so lets a keep-alive client open a new one instead of failing.
+        headers["Connection"] = "close"
     return error_response(status, code, message, headers)
+
+
+def _from_undecodable(error: UnicodeDecodeError) -> Response:
+    return error_response(400, "invalid_request", "The request body is not valid UTF-8 JSON.")
 
 
 def _from_mongo(error: PyMongoError) -> Response:
@@ -94,6 +102,7 @@ def register_error_handlers(app: Quart) -> None:
     app.register_error_handler(AuthnodeError, _from_authnode)
     app.register_error_handler(RequestSchemaValidationError, _from_validation)
     app.register_error_handler(HTTPException, _from_http)
+    app.register_error_handler(UnicodeDecodeError, _from_undecodable)
     app.register_error_handler(ConnectionFailure, _from_mongo)
     app.register_error_handler(ExecutionTimeout, _from_mongo)
     app.register_error_handler(ConnectorException, _from_postgres)

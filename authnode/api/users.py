@@ -11,6 +11,7 @@ from quart_schema import document_response, security_scheme, validate_request
 from authnode.accounts import profile
 from authnode.accounts.context import Accounts
 from authnode.api import schemas
+from authnode.api.documentation import no_content
 
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
@@ -25,6 +26,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
     @bp.get("/v1/users/me")
     @security_scheme(BEARER)
     @document_response(schemas.User, 200)
+    @no_content(304)
     @document_response(schemas.Error, 401)
     async def me() -> Response:
         """The signed-in user. Sends an ETag; ``If-None-Match`` gives 304."""
@@ -50,6 +52,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
     @security_scheme(BEARER)
     @validate_request(schemas.DeleteAccountRequest)
     @document_response(schemas.Error, 401)
+    @no_content()
     async def delete_me(data: schemas.DeleteAccountRequest) -> Response:
         """Delete the account, its sessions and tokens. Needs the password."""
         await profile.delete_account(accounts, g.principal, password=data.password)
@@ -67,6 +70,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
     @security_scheme(BEARER)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 404)
+    @no_content()
     async def delete_session(session_id: str) -> Response:
         """End one of the user's sessions (404 for any other id)."""
         await profile.delete_session(accounts, g.principal, session_id[:128])
