@@ -31,7 +31,13 @@ async def register(accounts: Accounts, *, email: str, password: str, name: str |
         "password_hash": password_hash, "email_verified": False, "disabled": False,
         "credential_version": 1, "created_at": now, "updated_at": now,
     }
-    if await accounts.users.insert(user):
+    inserted = await accounts.users.insert(user)
+    # Both paths run this conditional update, so a registration costs the same database
+    # work whether or not the address has an account (FerretDB v1 evaluates a filter with
+    # more than _id by scanning, which otherwise made known addresses measurably slower).
+    # For a new account it is a no-op in effect: it sets the password it already has.
+    replaced = await accounts.users.replace_unverified_password(address, password_hash, now)
+    if inserted:
         try:
             await accounts.outbox.request("verify_email", email=address, user_id=user_id)
         except BaseException:
@@ -41,7 +47,6 @@ async def register(accounts: Accounts, *, email: str, password: str, name: str |
         return
     # The address has an account already. A still-unverified one takes the new password
     # and gets a fresh link (earlier links die); a verified one gets a notice, not a link.
-    replaced = await accounts.users.replace_unverified_password(address, password_hash, now)
     if replaced is not None:
         await accounts.profiles.invalidate(replaced["_id"])
         await accounts.outbox.request("verify_email", email=address, user_id=replaced["_id"])
