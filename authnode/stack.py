@@ -31,6 +31,7 @@ from authnode.repositories.email_tokens import EmailTokenRepository
 from authnode.repositories.sent_emails import SentEmailRepository
 from authnode.repositories.sessions import SessionRepository
 from authnode.repositories.signing_keys import SigningKeyRepository
+from authnode.repositories.spend_guards import SpendGuards
 from authnode.repositories.users import UserRepository
 from authnode.revocations import Revocations
 from authnode.settings import Settings, require_secret_key
@@ -70,6 +71,7 @@ async def ensure_indexes(mongo: MongoHandles) -> None:
     await users.ensure_indexes()
     await users.load_id_key()
     await SessionRepository(mongo).ensure_indexes()
+    await SpendGuards(mongo).ensure_indexes()
     await EmailTokenRepository(mongo).ensure_indexes()
     await SentEmailRepository(mongo).ensure_indexes()
     await SigningKeyRepository(mongo.primary).ensure_indexes()

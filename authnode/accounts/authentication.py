@@ -4,19 +4,23 @@ Login for an unknown address verifies the password against a dummy hash, so it t
 long as a wrong password for a known one; failures count per account (shared by every
 instance through Redis) and lock the account for the rest of the window.
 
-Refresh tokens rotate on every use (one atomic update whose filter holds the current
-hash). The token just replaced, presented again within ``REFRESH_REUSE_GRACE_S``, is a
-concurrent refresh from the same client and gets the same successor (see
-:mod:`authnode.tokens.refresh`); presented later, it was stolen or replayed, and the whole
-session ends.
+Refresh tokens rotate on every use (one caller claims the token, then one update whose
+filter holds the current hash; see repositories/sessions). The token just replaced,
+presented again within ``REFRESH_REUSE_GRACE_S``, is a concurrent refresh from the same
+client and gets the same successor (see :mod:`authnode.tokens.refresh`); presented later,
+or any older token of the session presented at all, it was stolen or replayed, and the
+whole session ends.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
 from datetime import timedelta
 from typing import Any
+
+import anyio
 
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import IssuedTokens, Principal, lookup_email
@@ -27,6 +31,7 @@ from authnode.errors import (
     InvalidCredentials,
     InvalidToken,
 )
+from authnode.repositories.sessions import spent_prefix
 from authnode.tokens.refresh import (
     hash_refresh_token,
     hashes_equal,
@@ -38,6 +43,7 @@ from authnode.tokens.refresh import (
 log = logging.getLogger(__name__)
 
 MAX_USER_AGENT_CHARS = 256
+ROTATION_WAIT_S = 2.0
 
 
 async def login(accounts: Accounts, *, email: str, password: str, ip: str,
@@ -81,7 +87,7 @@ async def start_session(accounts: Accounts, user: dict[str, Any], *, ip: str,
     await accounts.sessions.insert({
         "_id": session_id, "user_id": user["_id"],
         "refresh_hash": hash_refresh_token(refresh_token),
-        "previous_hash": None, "rotation_nonce": None, "rotated_at": None,
+        "previous_hash": None, "rotation_nonce": None, "rotated_at": None, "spent": [],
         "created_at": now, "last_used_at": now,
         "expires_at": now + timedelta(seconds=accounts.settings.refresh_token_ttl_s),
         "user_agent": user_agent[:MAX_USER_AGENT_CHARS], "ip": ip, "revoked_at": None,
@@ -96,11 +102,16 @@ async def refresh(accounts: Accounts, *, refresh_token: str) -> IssuedTokens:
     now = accounts.now()
     nonce = secrets.token_urlsafe(32)
     successor = successor_token(refresh_token, nonce, accounts.refresh_key, session_id)
-    session = await accounts.sessions.rotate(
-        session_id, presented_hash, new_hash=hash_refresh_token(successor), nonce=nonce,
-        now=now)
+    session = None
+    if await accounts.sessions.claim_rotation(presented_hash, now):
+        session = await accounts.sessions.rotate(
+            session_id, presented_hash, new_hash=hash_refresh_token(successor), nonce=nonce,
+            now=now)
+        replayed = None if session else await accounts.sessions.by_id(session_id,
+                                                                       with_spent=True)
+    else:
+        replayed = await _after_concurrent_rotation(accounts, session_id, presented_hash)
     if session is None:
-        replayed = await accounts.sessions.by_id(session_id)
         successor = await _replayed(accounts, replayed, refresh_token, presented_hash)
         session = replayed
     assert session is not None  # _replayed raised otherwise
@@ -111,19 +122,34 @@ async def refresh(accounts: Accounts, *, refresh_token: str) -> IssuedTokens:
     return IssuedTokens(access_token, expires_in, successor, user)
 
 
+async def _after_concurrent_rotation(accounts: Accounts, session_id: str,
+                                     presented_hash: str) -> dict[str, Any] | None:
+    """The session once the request that claimed this token has rotated it (or after
+    ``ROTATION_WAIT_S``, if that request died between its claim and its update)."""
+    deadline = time.monotonic() + ROTATION_WAIT_S
+    while True:
+        session = await accounts.sessions.by_id(session_id, with_spent=True)
+        if (session is None or session.get("revoked_at") is not None
+                or not hashes_equal(session["refresh_hash"], presented_hash)
+                or time.monotonic() >= deadline):
+            return session
+        await anyio.sleep(0.005)
+
+
 async def _replayed(accounts: Accounts, session: dict[str, Any] | None, refresh_token: str,
                     presented_hash: str) -> str:
     """The presented token is not the live one: a concurrent refresh or a replay."""
     now = accounts.now()
-    if (session is None or session.get("revoked_at") is not None
-            or session["expires_at"] <= now
-            or not session.get("previous_hash")
-            or not hashes_equal(session["previous_hash"], presented_hash)):
+    if session is None or session.get("revoked_at") is not None or session["expires_at"] <= now:
         raise InvalidToken()
-    grace = timedelta(seconds=accounts.settings.refresh_reuse_grace_s)
-    if now - session["rotated_at"] <= grace:
-        return successor_token(refresh_token, session["rotation_nonce"], accounts.refresh_key,
-                               session["_id"])
+    previous = session.get("previous_hash")
+    if previous and hashes_equal(previous, presented_hash):
+        grace = timedelta(seconds=accounts.settings.refresh_reuse_grace_s)
+        if now - session["rotated_at"] <= grace:
+            return successor_token(refresh_token, session["rotation_nonce"],
+                                   accounts.refresh_key, session["_id"])
+    elif spent_prefix(presented_hash) not in session.get("spent", ()):
+        raise InvalidToken()  # never a token of this session
     log.warning("refresh token reuse detected; session revoked",
                 extra={"user_id": session["user_id"], "session_id": session["_id"]})
     await end_session(accounts, session["user_id"], session["_id"])

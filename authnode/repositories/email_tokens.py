@@ -1,7 +1,8 @@
 """The ``email_tokens`` collection: verification and reset links, stored as hashes.
 
-A token is spent with one atomic ``find_one_and_update`` that checks kind, expiry and
-"not used yet" in its filter, so a link works exactly once even under concurrent clicks.
+A token is spent with a ``find_one_and_update`` that checks kind, expiry and "not used
+yet" in its filter, behind an insert-once guard (see spend_guards), so a link works
+exactly once even under concurrent clicks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import datetime
 from pymongo import ReturnDocument
 
 from authnode.clients.mongo import Document, MongoHandles
+from authnode.repositories.spend_guards import SpendGuards
 
 COLLECTION = "email_tokens"
 
@@ -18,6 +20,7 @@ COLLECTION = "email_tokens"
 class EmailTokenRepository:
     def __init__(self, mongo: MongoHandles) -> None:
         self._fresh = mongo.primary[COLLECTION]
+        self._guards = SpendGuards(mongo)
 
     async def ensure_indexes(self) -> None:
         await self._fresh.create_index("user_id", name="user_id")
@@ -27,6 +30,8 @@ class EmailTokenRepository:
         await self._fresh.insert_one(token)
 
     async def consume(self, token_hash: str, kind: str, now: datetime) -> Document | None:
+        if not await self._guards.claim(f"email:{token_hash}", now):
+            return None  # spent, or being spent right now by a concurrent request
         return await self._fresh.find_one_and_update(
             {"_id": token_hash, "kind": kind, "used_at": None, "expires_at": {"$gt": now}},
             {"$set": {"used_at": now}},

@@ -1,7 +1,13 @@
 """The ``sessions`` collection: one document per login, holding the refresh-token hash.
 
-Rotation is one atomic ``find_one_and_update`` whose filter carries the expected current
-hash, so two instances can never both rotate the same token. Expiry is checked in every
+Rotation is a ``find_one_and_update`` whose filter carries the expected current hash,
+behind an insert-once guard on that hash (see spend_guards), so two instances can never
+both rotate the same token. Each rotation appends a prefix of the spent hash to
+``spent`` (64 bits: enough to recognise a replayed old token, useless to forge one), so
+the replay of any earlier token of the session is recognised as reuse, not only of the
+previous one. The list grows by one entry per refresh for the life of the session
+(``REFRESH_TOKEN_TTL_S`` / access-token lifetime at most; FerretDB v1 ignores ``$slice``),
+and the reads that list sessions leave it out. Expiry is checked in every
 filter (FerretDB has no TTL monitor, and MongoDB's runs only once a minute); a periodic
 job deletes what has expired.
 """
@@ -14,14 +20,22 @@ from typing import Any
 from pymongo import ReturnDocument
 
 from authnode.clients.mongo import Document, MongoHandles
+from authnode.repositories.spend_guards import SpendGuards
 
 COLLECTION = "sessions"
+SPENT_PREFIX_CHARS = 16
+WITHOUT_SPENT = {"spent": 0}
+
+
+def spent_prefix(token_hash: str) -> str:
+    return token_hash[:SPENT_PREFIX_CHARS]
 
 
 class SessionRepository:
     def __init__(self, mongo: MongoHandles) -> None:
         self._fresh = mongo.primary[COLLECTION]
         self._lagging = mongo.replica[COLLECTION]
+        self._guards = SpendGuards(mongo)
 
     async def ensure_indexes(self) -> None:
         await self._fresh.create_index("user_id", name="user_id")
@@ -30,8 +44,14 @@ class SessionRepository:
     async def insert(self, session: Document) -> None:
         await self._fresh.insert_one(session)
 
-    async def by_id(self, session_id: str) -> Document | None:
-        return await self._fresh.find_one({"_id": session_id})
+    async def by_id(self, session_id: str, *, with_spent: bool = False) -> Document | None:
+        return await self._fresh.find_one(
+            {"_id": session_id}, projection=None if with_spent else WITHOUT_SPENT)
+
+    async def claim_rotation(self, current_hash: str, now: datetime) -> bool:
+        """True for the one caller that may rotate this token; False if another caller
+        has claimed it (a concurrent refresh with the same token, or a replay)."""
+        return await self._guards.claim(f"refresh:{current_hash}", now)
 
     async def rotate(self, session_id: str, current_hash: str, *, new_hash: str, nonce: str,
                      now: datetime) -> Document | None:
@@ -40,8 +60,9 @@ class SessionRepository:
             {"_id": session_id, "refresh_hash": current_hash, "revoked_at": None,
              "expires_at": {"$gt": now}},
             {"$set": {"refresh_hash": new_hash, "previous_hash": current_hash,
-                      "rotation_nonce": nonce, "rotated_at": now, "last_used_at": now}},
-            return_document=ReturnDocument.AFTER,
+                      "rotation_nonce": nonce, "rotated_at": now, "last_used_at": now},
+             "$push": {"spent": spent_prefix(current_hash)}},
+            return_document=ReturnDocument.AFTER,  # FerretDB v1: no projection here
         )
 
     async def touch(self, session_id: str, now: datetime) -> None:
@@ -66,7 +87,8 @@ class SessionRepository:
 
     async def active_for_user(self, user_id: str, now: datetime) -> list[Document]:
         cursor = self._lagging.find(
-            {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}}
+            {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}},
+            projection=WITHOUT_SPENT,
         ).sort("created_at", -1).limit(500)
         return await cursor.to_list()
 
@@ -81,6 +103,8 @@ class SessionRepository:
         await self._fresh.delete_many({"user_id": user_id})
 
     async def purge(self, now: datetime, revoked_before: datetime) -> int:
+        """Delete expired and long-revoked sessions, and expired spend guards (of links
+        too: one collection, one purge)."""
         result = await self._fresh.delete_many(
             {"$or": [{"expires_at": {"$lte": now}}, {"revoked_at": {"$lte": revoked_before}}]})
-        return result.deleted_count
+        return result.deleted_count + await self._guards.purge(now)
