@@ -29,9 +29,11 @@ async def reset_password(accounts: Accounts, *, token: str, password: str) -> No
     if spent is None:
         raise InvalidEmailToken()
     await accounts.profiles.invalidate(user["_id"])
-    # Whoever holds the link holds the mailbox: the address counts as verified.
-    updated = await accounts.users.set_password(user["_id"], password_hash, accounts.now(),
-                                                verify_email=True)
+    # Whoever holds the link holds the mailbox: the address counts as verified. A link
+    # issued before the password last changed (another reset, a change) is dead.
+    updated = await accounts.users.set_password(
+        user["_id"], password_hash, accounts.now(), verify_email=True,
+        expected_version=spent.get("credential_version", 1))
     if updated is None:
         raise InvalidEmailToken()
     await end_all_sessions(accounts, user["_id"])

@@ -102,11 +102,15 @@ class UserRepository:
 
     async def set_password(self, user_id: str, password_hash: str, now: datetime,
                            *, expected_hash: str | None = None,
+                           expected_version: int | None = None,
                            verify_email: bool = False) -> Document | None:
-        """Replace the password (only if it is still ``expected_hash``, when given)."""
+        """Replace the password, only if it is still ``expected_hash`` and the credentials
+        are still at ``expected_version`` (a reset link's), when given."""
         query: dict[str, Any] = {"_id": user_id}
         if expected_hash is not None:
             query["password_hash"] = expected_hash
+        if expected_version is not None:
+            query["credential_version"] = expected_version
         changes: dict[str, Any] = {"password_hash": password_hash, "updated_at": now,
                                    "password_changed_at": now}
         if verify_email:
