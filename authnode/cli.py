@@ -199,6 +199,20 @@ def _run_admin(ctx: click.Context, function: Any, *args: Any) -> Any:
     except AuthnodeError as error:
         click.echo(f"authnode: {error.message}", err=True)
         sys.exit(1)
+    except BaseExceptionGroup as group:  # raised from inside the stack's task group
+        domain, rest = group.split(AuthnodeError)
+        if domain is None or rest is not None:
+            raise
+        first = _leaves(domain)[0]
+        click.echo(f"authnode: {first.message}", err=True)
+        sys.exit(1)
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
+    found: list[Any] = []
+    for error in group.exceptions:
+        found.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return found
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

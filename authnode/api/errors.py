@@ -82,6 +82,11 @@ def _from_undecodable(error: UnicodeDecodeError) -> Response:
     return error_response(400, "invalid_request", "The request body is not valid UTF-8 JSON.")
 
 
+def _from_too_deep(error: RecursionError) -> Response:
+    # json.loads gives up on a body nested thousands of levels deep (a few KiB of "[").
+    return error_response(400, "invalid_request", "The request body is nested too deeply.")
+
+
 def _from_mongo(error: PyMongoError) -> Response:
     log.warning("mongodb unavailable: %s", type(error).__name__)
     return _from_authnode(Unavailable("mongodb"))
@@ -103,6 +108,7 @@ def register_error_handlers(app: Quart) -> None:
     app.register_error_handler(RequestSchemaValidationError, _from_validation)
     app.register_error_handler(HTTPException, _from_http)
     app.register_error_handler(UnicodeDecodeError, _from_undecodable)
+    app.register_error_handler(RecursionError, _from_too_deep)
     app.register_error_handler(ConnectionFailure, _from_mongo)
     app.register_error_handler(ExecutionTimeout, _from_mongo)
     app.register_error_handler(ConnectorException, _from_postgres)
