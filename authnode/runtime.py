@@ -25,7 +25,7 @@ from hypercorn.config import Config as HypercornConfig
 from procrastinate.worker import Worker
 
 from authnode.api.app import create_app
-from authnode.api.draining import CloseConnectionsWhenStopping, linger_idle_connections
+from authnode.api.draining import CloseConnectionsWhenNeeded, linger_idle_connections
 from authnode.api.health import run_probes
 from authnode.api.metrics import metrics_app
 from authnode.budget import log_at_startup as log_connection_budget
@@ -86,7 +86,7 @@ async def _serve_api(stack: Stack, sock: socket.socket, stop: anyio.Event,
     config = hypercorn_config(stack.settings, sock.detach())
     # Stop without failing requests in flight or on keep-alive connections (see draining).
     linger_idle_connections()
-    await hypercorn_serve(CloseConnectionsWhenStopping(app, stop.is_set), config,
+    await hypercorn_serve(CloseConnectionsWhenNeeded(app, stop.is_set), config,
                           shutdown_trigger=stop.wait, mode="asgi")
 
 

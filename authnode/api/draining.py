@@ -10,9 +10,11 @@ of them, that failed a request in about 2 runs of 5.
 Two changes make the stop invisible to clients, provided another process serves the same
 port (SO_REUSEPORT) or a proxy opens new connections elsewhere:
 
-* :class:`CloseConnectionsWhenStopping`: once the stop has begun, every response says
+* :class:`CloseConnectionsWhenNeeded`: once the stop has begun, every response says
   ``Connection: close``, so the client reads it and opens a new connection, which the
-  kernel gives to a listener that is still open;
+  kernel gives to a listener that is still open (it also says so on a response that
+  starts before the request body has arrived, after which hypercorn closes the
+  connection too);
 * :func:`linger_idle_connections`: an idle connection is closed at its usual keep-alive
   timeout (``KEEP_ALIVE_TIMEOUT_S``), not at the instant the stop begins; a request
   arriving meanwhile is served, with ``Connection: close``. So a stop never closes a
@@ -28,21 +30,32 @@ still failed a request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from hypercorn.asyncio import run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.typing import (
     ASGIFramework,
     ASGIReceiveCallable,
+    ASGIReceiveEvent,
     ASGISendCallable,
     ASGISendEvent,
     Scope,
 )
 
 
-class CloseConnectionsWhenStopping:
-    """ASGI middleware: ``Connection: close`` on every HTTP response once ``stopping()``."""
+class CloseConnectionsWhenNeeded:
+    """ASGI middleware: ``Connection: close`` on a response when the connection will not
+    serve another request, so the client does not send one on it:
+
+    * once ``stopping()``;
+    * when the response starts before the request body has been received in full (an
+      early 401, 413 or 408): hypercorn then closes the connection after the response
+      (h11 cannot start the next request while the body is still to come), and without
+      the header a client reusing the connection would fail.
+    """
 
     def __init__(self, app: ASGIFramework, stopping: Callable[[], bool]) -> None:
         self.app = app
@@ -53,21 +66,60 @@ class CloseConnectionsWhenStopping:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        body_pending = _announces_body(scope["headers"])
+
+        async def receive_tracking() -> ASGIReceiveEvent:
+            nonlocal body_pending
+            message = await receive()
+            if message["type"] == "http.disconnect" or (
+                    message["type"] == "http.request" and not message.get("more_body")):
+                body_pending = False
+            return message
 
         async def send_closing(message: ASGISendEvent) -> None:
-            if message["type"] == "http.response.start" and self.stopping():
+            if message["type"] == "http.response.start" and (body_pending or self.stopping()):
                 headers = [(name, value) for name, value in message.get("headers", ())
                            if name.lower() != b"connection"]
                 message["headers"] = [*headers, (b"connection", b"close")]
             await send(message)
 
-        await self.app(scope, receive, send_closing)
+        await self.app(scope, receive_tracking, send_closing)
+
+
+def _announces_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length"
+                                            and value.strip() not in (b"", b"0")):
+            return True
+    return False
 
 
 class _LingeringTCPServer(TCPServer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reading_done = asyncio.Event()
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            self._reading_done.set()  # EOF, a reset or the read timeout: no request follows
+
     async def _idle_timeout(self) -> None:
-        # hypercorn's version also returns as soon as the stop begins.
-        await asyncio.sleep(self.config.keep_alive_timeout)
+        # hypercorn's version returns as soon as the stop begins; this one then waits out
+        # the keep-alive time, unless no request can arrive any more.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.keep_alive_timeout
+        try:
+            await asyncio.wait_for(self.context.terminated.wait(),
+                                   self.config.keep_alive_timeout)
+        except TimeoutError:
+            pass
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reading_done.wait(),
+                                       max(0.0, deadline - loop.time()))
         await asyncio.shield(self._initiate_server_close())
 
 
