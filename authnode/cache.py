@@ -1,6 +1,8 @@
 """Cache-aside for profiles: Redis first, MongoDB (``secondaryPreferred``) on a miss.
 
-* No stampede: concurrent misses for one user in this process share one MongoDB read.
+* No stampede: concurrent misses for one user in this process share one MongoDB read,
+  including a miss whose read was answered before the fill but reached this process only
+  after the shared read had finished (it takes that read's result; see ``_recent``).
 * No stale fill: a write replaces the entry with a short-lived tombstone instead of
   deleting it, and a fill only writes where no tombstone is, so a slow reader that fetched
   the old document before the write cannot put it back after the write's invalidation.
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +24,7 @@ from authnode.clients.redis import REDIS_OUTAGE_ERRORS, RedisClient, redis_unava
 
 TOMBSTONE = b"!"
 TOMBSTONE_TTL_S = 5
+RECENT_FLIGHTS = 1024
 
 # Set the value unless a tombstone is there (KEYS[1]; ARGV: value, ttl seconds, tombstone).
 _FILL = """
@@ -48,6 +52,11 @@ class ProfileCache:
         self._ttl_s = ttl_s
         self._fill = redis.register_script(_FILL)
         self._flights: dict[str, _Flight] = {}
+        # The last finished read per user, with its place in the order of finished reads
+        # (bounded). A miss whose Redis read began before that read finished was concurrent
+        # with it and takes its result, exactly as if it had joined it in flight.
+        self._finished = 0
+        self._recent: OrderedDict[str, tuple[int, _Flight]] = OrderedDict()
         self._on_hit = on_hit or (lambda: None)
         self._on_miss = on_miss or (lambda: None)
 
@@ -60,6 +69,7 @@ class ProfileCache:
 
         ``entry``: the value of :meth:`key` when the caller has read it already (in the
         same round trip as another read); a 1-tuple, ``(None,)`` for an absent key."""
+        asked = self._finished  # before the read: any read finishing later was concurrent
         raw: bytes | str | None
         if entry is not None:
             raw = entry[0]
@@ -73,10 +83,14 @@ class ProfileCache:
             value: dict[str, Any] = json.loads(raw)
             return value
         self._on_miss()
-        return await self._load_once(user_id, fill=raw is None)
+        return await self._load_once(user_id, fill=raw is None, asked=asked)
 
-    async def _load_once(self, user_id: str, *, fill: bool) -> dict[str, Any] | None:
+    async def _load_once(self, user_id: str, *, fill: bool,
+                         asked: int) -> dict[str, Any] | None:
         flight = self._flights.get(user_id)
+        recent = self._recent.get(user_id)
+        if flight is None and recent is not None and recent[0] > asked:
+            flight = recent[1]
         if flight is not None:
             await flight.done.wait()
             if flight.error is not None:
@@ -93,6 +107,11 @@ class ProfileCache:
             raise
         finally:
             del self._flights[user_id]
+            self._finished += 1
+            self._recent[user_id] = (self._finished, flight)
+            self._recent.move_to_end(user_id)
+            if len(self._recent) > RECENT_FLIGHTS:
+                self._recent.popitem(last=False)
             flight.done.set()
 
     async def _store(self, user_id: str, profile: dict[str, Any]) -> None:
