@@ -127,7 +127,11 @@ class AuthnodeProcess:
             self.proc.send_signal(signum)
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, then wait; returns the exit code (kills after ``timeout``)."""
+        """SIGTERM, then wait; returns the exit code (kills after ``timeout``).
+
+        Our own client's connection is closed first: the server keeps an idle keep-alive
+        connection open until its keep-alive timeout while it stops (see api/draining)."""
+        self.close_client()
         self.signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
