@@ -43,7 +43,7 @@ from authnode.tokens.refresh import (
 log = logging.getLogger(__name__)
 
 MAX_USER_AGENT_CHARS = 256
-ROTATION_WAIT_S = 2.0
+ROTATION_WAIT_S = 1.0
 
 
 async def login(accounts: Accounts, *, email: str, password: str, ip: str,
@@ -102,15 +102,19 @@ async def refresh(accounts: Accounts, *, refresh_token: str) -> IssuedTokens:
     now = accounts.now()
     nonce = secrets.token_urlsafe(32)
     successor = successor_token(refresh_token, nonce, accounts.refresh_key, session_id)
-    session = None
-    if await accounts.sessions.claim_rotation(presented_hash, now):
+    session = replayed = None
+    may_rotate = await accounts.sessions.claim_rotation(presented_hash, now)
+    if not may_rotate:
+        replayed = await _after_concurrent_rotation(accounts, session_id, presented_hash)
+        # Still the live token: the request that claimed it failed (a 503) or died before
+        # its update, and the client is retrying. Rotate it now rather than log them out.
+        may_rotate = _is_live(replayed, presented_hash)
+    if may_rotate:
         session = await accounts.sessions.rotate(
             session_id, presented_hash, new_hash=hash_refresh_token(successor), nonce=nonce,
             now=now)
         replayed = None if session else await accounts.sessions.by_id(session_id,
                                                                        with_spent=True)
-    else:
-        replayed = await _after_concurrent_rotation(accounts, session_id, presented_hash)
     if session is None:
         successor = await _replayed(accounts, replayed, refresh_token, presented_hash)
         session = replayed
@@ -129,11 +133,14 @@ async def _after_concurrent_rotation(accounts: Accounts, session_id: str,
     deadline = time.monotonic() + ROTATION_WAIT_S
     while True:
         session = await accounts.sessions.by_id(session_id, with_spent=True)
-        if (session is None or session.get("revoked_at") is not None
-                or not hashes_equal(session["refresh_hash"], presented_hash)
-                or time.monotonic() >= deadline):
+        if not _is_live(session, presented_hash) or time.monotonic() >= deadline:
             return session
         await anyio.sleep(0.005)
+
+
+def _is_live(session: dict[str, Any] | None, presented_hash: str) -> bool:
+    return (session is not None and session.get("revoked_at") is None
+            and hashes_equal(session["refresh_hash"], presented_hash))
 
 
 async def _replayed(accounts: Accounts, session: dict[str, Any] | None, refresh_token: str,
