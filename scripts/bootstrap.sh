@@ -6,7 +6,7 @@
 #   Debian packages: redis-server redis-tools postgresql wrk systemd iproute2
 #                    chromium chromium-driver
 #   FerretDB v1:     $(go env GOPATH)/bin/ferretdb, built from the Go module proxy
-#   Python:          ./.venv (python3.11) with `pip install -e '.[test]'`
+#   Python:          ./.venv (python3.11) with `pip install -e '.[test,bench]'`
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -115,8 +115,8 @@ have="$(cat "$stamp_file" 2>/dev/null || true)"
 if [ "$want" = "$have" ]; then
     say "Python packages: up to date (pyproject.toml unchanged)"
 else
-    say "Python packages: pip install -e '.[test]'"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    say "Python packages: pip install -e '.[test,bench]'"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
     echo "$want" >"$stamp_file"
 fi
 
