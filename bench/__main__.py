@@ -1,0 +1,228 @@
+"""``python -m bench``: authnode against its own physical limits, in one run.
+
+Starts the test suite's ephemeral servers, seeds verified users through the API, runs
+every scenario with wrk next to its floor, prints a table, and writes
+``bench/results/latest.json`` and ``latest.png``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from authnode.settings import load_settings  # noqa: E402
+from authnode.tuning import read_host_resources  # noqa: E402
+from bench import report, stack  # noqa: E402
+from bench.scenarios import Options, Runner, evaluate  # noqa: E402
+from bench.wrk import wrk_binary, wrk_version  # noqa: E402
+
+DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
+ALL_SCENARIOS = ("users_me", "refresh", "login", "healthz", "email", "workers2")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--duration", type=int, default=None, metavar="S",
+                        help="seconds per measured run (default 10; --quick: 1)")
+    parser.add_argument("--warmup", type=int, default=None, metavar="S",
+                        help="seconds of wrk warm-up before each HTTP run (default 2; "
+                             "--quick: 0)")
+    parser.add_argument("--connections", type=int, default=None, metavar="N",
+                        help="wrk connections (default 32; --quick: 8)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help="wrk threads")
+    parser.add_argument("--email-jobs", type=int, default=None, metavar="N",
+                        help="jobs per job scenario (default 50 x duration, at least 50)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 1 s per scenario, no warm-up, 8 connections")
+    parser.add_argument("--only", default=",".join(ALL_SCENARIOS), metavar="LIST",
+                        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="PATH",
+                        help="JSON results (the PNG goes next to it, same name .png)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run the --workers 1 API (and the email worker) under "
+                             "pyinstrument and write one call tree per HTTP scenario "
+                             "(and email_worker) into DIR (slows it down: the "
+                             "figures of such a run are not comparable)")
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(ALL_SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) in --only: {', '.join(sorted(unknown))}")
+    return args
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    duration = args.duration or (1 if args.quick else 10)
+    email_jobs = args.email_jobs or max(50, 50 * duration)
+    return Options(
+        duration_s=duration,
+        warmup_s=args.warmup if args.warmup is not None else (0 if args.quick else 2),
+        connections=args.connections or (8 if args.quick else 32),
+        threads=args.threads,
+        email_jobs=email_jobs,
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    options = options_from(args)
+    only = set(args.only.split(","))
+    wrk_binary()  # fail before starting anything
+    started_at = datetime.now(UTC)
+    load_start = os.getloadavg()
+    scenarios: dict[str, dict[str, Any]] = {}
+    processes: list[dict[str, Any]] = []
+    services = stack.Services()
+    api: stack.Started | None = None
+    floor: stack.Started | None = None
+    worker = None
+    try:
+        print("bench: starting redis (single), postgresql, ferretdb, smtp recorder",
+              file=sys.stderr, flush=True)
+        services.start()
+        workdir = services.dir / "authnode"
+        workdir.mkdir()
+        data = services.dir / "data"
+        data.mkdir()
+        env = services.environment(workdir)
+        migrated = env.run("migrate")
+        if migrated.returncode != 0:
+            raise RuntimeError(f"authnode migrate failed:\n{migrated.stderr}")
+        settings = load_settings(env.os_env(), host=read_host_resources())
+        cpus = read_host_resources().cpus
+        runner = Runner(options, data, service_pids={
+            "redis": [services.redis.pid or 0], "ferretdb": [services.mongo.pid or 0]},
+            postgres_pid=services.postgres.pid, profile_dir=args.profile)
+
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        api = stack.start_api(env, workers=1, profile_dir=args.profile)
+        worker = stack.start_worker(env)
+        users = max(options.connections, 8)
+        # Two sets of refresh chains (warm-up, measured), twice the connections each.
+        seed = stack.seed(api.url, services.smtp, users=users, refresh_sets=2,
+                          sessions_per_set=2 * options.connections)
+        stack.stop(worker)
+        worker = None
+        runner.say(f"seeded {len(seed.accounts)} verified users; /v1/users/me answers "
+                   f"{seed.me_body_bytes} bytes")
+        tokens = stack.write_lines(data / "access_tokens.txt", seed.access_tokens)
+        accounts = stack.write_lines(data / "accounts.txt",
+                                     [f"{a.email}\t{a.password}" for a in seed.accounts])
+        refresh_warm = stack.write_lines(data / "refresh_warm.txt", seed.refresh_sets[0])
+        refresh_run = stack.write_lines(data / "refresh_run.txt", seed.refresh_sets[1])
+        profiling = args.profile is not None
+
+        w1: dict[str, Any] = {"workers": 1, "ready_s": round(api.ready_s, 3),
+                              "all_ready_s": round(api.all_ready_s or api.ready_s, 3),
+                              "rss_mib_when_ready": api.extra["rss_mib_when_ready"]}
+        if only & {"users_me", "refresh", "workers2"}:
+            floor = stack.start_floor(env, seed.me_body_bytes)
+            scenarios["floor"] = runner.floor(floor, tokens)
+            stack.stop(floor.process)
+            floor = None
+        if only & {"users_me", "workers2"}:
+            scenarios["users_me"] = runner.users_me(api, tokens, profile=profiling)
+        w1["serving"] = [{"pid": pid, "rss_mib": stack.vm_rss_mib(pid)}
+                         for pid in stack.serving_pids(api.process)]
+        w1["warmed_by"] = "seeding (register, verify, login: argon2) and GET /v1/users/me"
+        if "refresh" in only:
+            scenarios["refresh"] = runner.refresh(api, refresh_warm, refresh_run,
+                                                  profile=profiling)
+        if only & {"login", "healthz"}:
+            scenarios["hash_bound"] = runner.hash_bound(settings, cpus)
+        if "login" in only:
+            scenarios["login"] = runner.login(api, accounts, profile=profiling)
+        if "healthz" in only:
+            scenarios["healthz_idle"] = runner.healthz_idle(api)
+            probed, loaded = runner.healthz_under_login(api, accounts)
+            scenarios["healthz_under_login"] = probed
+            scenarios["login_during_probe"] = loaded
+            scenarios["healthz_under_cpu_load"] = runner.healthz_under_cpu_load(
+                api, env, settings.hash_threads)
+        if "email" in only:
+            scenarios["email"] = runner.email(env, services, seed)
+            scenarios["noop_jobs"] = runner.noop_jobs(env, seed)
+        w1["rss_mib_at_end"] = [stack.vm_rss_mib(pid)
+                                for pid in stack.serving_pids(api.process)]
+        processes.append(w1)
+        stack.stop(api.process)
+        api = None
+
+        if "workers2" in only:
+            api = stack.start_api(env, workers=2)
+            scenarios["users_me_workers2"] = runner.users_me(api, tokens,
+                                                             name="users_me_workers2")
+            processes.append({
+                "workers": 2, "ready_s": round(api.ready_s, 3),
+                "all_ready_s": round(api.all_ready_s or api.ready_s, 3),
+                "rss_mib_when_ready": api.extra["rss_mib_when_ready"],
+                "serving": [{"pid": pid, "rss_mib": stack.vm_rss_mib(pid)}
+                            for pid in stack.serving_pids(api.process)],
+                "warmed_by": "GET /v1/users/me (no hashing)"})
+            stack.stop(api.process)
+            api = None
+    finally:
+        for process in (worker, api.process if api else None,
+                        floor.process if floor else None):
+            if process is not None:
+                process.kill()
+        services.stop()
+
+    return {
+        "schema": 1,
+        "generated_at": started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "command": "python -m bench " + shlex.join(sys.argv[1:]),
+        "machine": {
+            "cpus": cpus, "platform": platform.platform(),
+            "python": platform.python_version(), "wrk": wrk_version(),
+            "load_avg_1m_before": round(load_start[0], 2),
+            "load_avg_1m_after": round(os.getloadavg()[0], 2),
+            "wall_s": round((datetime.now(UTC) - started_at).total_seconds(), 1),
+        },
+        "config": {
+            "duration_s": options.duration_s, "warmup_s": options.warmup_s,
+            "connections": options.connections, "wrk_threads": options.threads,
+            "healthz_probe": {"connections": options.probe_connections,
+                              "delay_ms": options.probe_delay_ms},
+            "email_jobs": options.email_jobs, "redis_mode": "single",
+            "argon2": {"memory_kib": settings.argon2_memory_kib,
+                       "time_cost": settings.argon2_time_cost,
+                       "parallelism": settings.argon2_parallelism},
+            "hash_threads": settings.hash_threads,
+            "worker_concurrency": settings.worker_concurrency,
+            "profiled": args.profile is not None,
+            "settings": dict(stack.BENCH_SETTINGS, SECRET_KEY="(bench)"),
+        },
+        "scenarios": scenarios,
+        "processes": processes,
+        "checks": evaluate(scenarios),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    results = run(args)
+    checks = [c for c in results["checks"] if c["met"] is not None]
+    results["all_met"] = all(c["met"] for c in checks) if checks else None
+    output: Path = args.output
+    report.write_json(results, output)
+    report.draw(results, output.with_suffix(".png"))
+    print(report.table(results))
+    print(f"\nwrote {output} and {output.with_suffix('.png')} "
+          f"({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
