@@ -17,7 +17,9 @@ import ast
 import importlib
 import importlib.util
 import logging
+import os
 import secrets
+import threading
 import time
 import unicodedata
 from collections.abc import Callable
@@ -344,12 +346,14 @@ class PasswordHasher:
 
     def _hash_sync(self, password: str) -> tuple[str, float]:
         """Worker thread: hash. Returns the hash and the seconds it took."""
+        _yield_cpu_to_the_event_loop()
         started = time.perf_counter()
         encoded = self._argon2.hash(_normalize(password))
         return encoded, time.perf_counter() - started
 
     def _verify_sync(self, stored_hash: str, password: str) -> tuple[bool, float]:
         """Worker thread: verify. Returns the outcome and the seconds it took."""
+        _yield_cpu_to_the_event_loop()
         started = time.perf_counter()
         ok = self._verify_outcome(stored_hash, password)
         return ok, time.perf_counter() - started
@@ -372,3 +376,28 @@ class PasswordHasher:
         except (InvalidHashError, ValueError):  # ValueError: a non-ASCII hash
             log.warning("stored password hash is not a valid Argon2 hash")
             return False
+
+
+HASH_THREAD_NICENESS = 10
+_this_thread = threading.local()
+
+
+def _yield_cpu_to_the_event_loop() -> None:
+    """Lower the calling worker thread's CPU priority, once per thread.
+
+    With as many hash threads as CPUs, argon2 (which releases the GIL) competes with the
+    event loop for every core, and requests that need no hashing wait behind it
+    (bench/README.md: /healthz p99 under login). On Linux the niceness of a thread is its
+    own; at +10 the scheduler lets the event loop run first whenever it has work, and the
+    threads still get every cycle it leaves. Raising niceness needs no privilege; where it
+    is not possible this does nothing. anyio's idle worker threads exit after a while and
+    new ones start at the process's niceness."""
+    if getattr(_this_thread, "lowered", False):
+        return
+    _this_thread.lowered = True
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       max(current, HASH_THREAD_NICENESS))
+    except (OSError, AttributeError):
+        pass
