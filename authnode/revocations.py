@@ -138,6 +138,15 @@ class Revocations:
         in_force = _parse_cutoff(stored, key)
         return float(text) if in_force is None else in_force
 
+    async def lift_user_cutoff(self, user_id: str) -> None:
+        """Remove the user-wide cutoff of :meth:`revoke_user` (an account enabled again).
+        Call it only once every session it covered is revoked one by one: the cutoff
+        compares whole-second ``iat`` values, so left in place it would also refuse the
+        tokens of a login made in the same second as the cutoff."""
+        async with redis_unavailable():
+            with anyio.fail_after(self._timeout_s):
+                await self._redis.delete(redis_keys.revoked_before(user_id))
+
     async def is_revoked(
         self,
         user_id: str,

@@ -26,6 +26,9 @@ async def set_disabled(accounts: Accounts, user_id: str, disabled: bool) -> dict
     if disabled:
         await accounts.revocations.revoke_user(user_id, accounts.clock())
         await end_all_sessions(accounts, user_id)
+    else:
+        # Every session was ended one by one when the account was disabled.
+        await accounts.revocations.lift_user_cutoff(user_id)
     return user
 
 
