@@ -73,6 +73,10 @@ def _supervise(settings: Settings, argv: list[str], env: dict[str, str]) -> int:
             code = child.poll()
             if code is not None:
                 children.remove(child)
+                if stopping and code == -signal.SIGTERM:
+                    # Still starting when we forwarded the stop (its handler was not yet
+                    # installed): it stopped as asked, before serving anything.
+                    code = 0
                 codes.append(code)
                 if not stopping and code != 0:
                     # One child failed: stop the rest so the unit restarts cleanly.
