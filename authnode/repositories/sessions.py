@@ -5,9 +5,9 @@ behind an insert-once guard on that hash (see spend_guards), so two instances ca
 both rotate the same token. Each rotation appends a prefix of the spent hash to
 ``spent`` (64 bits: enough to recognise a replayed old token, useless to forge one), so
 the replay of any earlier token of the session is recognised as reuse, not only of the
-previous one. The list grows by one entry per refresh for the life of the session
-(``REFRESH_TOKEN_TTL_S`` / access-token lifetime at most; FerretDB v1 ignores ``$slice``),
-and the reads that list sessions leave it out. Expiry is checked in every
+previous one. The list grows by one entry per refresh and is trimmed to the newest
+entries now and then (FerretDB v1 ignores ``$slice``, so it cannot be bounded in the same
+update); the reads that list sessions leave it out. Expiry is checked in every
 filter (FerretDB has no TTL monitor, and MongoDB's runs only once a minute); a periodic
 job deletes what has expired.
 """
@@ -24,6 +24,10 @@ from authnode.repositories.spend_guards import SpendGuards
 
 COLLECTION = "sessions"
 SPENT_PREFIX_CHARS = 16
+# Remembered spent tokens per session: trimmed to the newest 256 when over 512, so a
+# session document stays under ~15 KiB however often it is refreshed.
+SPENT_KEPT_MAX = 512
+SPENT_KEPT_AFTER_TRIM = 256
 WITHOUT_SPENT = {"spent": 0}
 
 
@@ -56,7 +60,7 @@ class SessionRepository:
     async def rotate(self, session_id: str, current_hash: str, *, new_hash: str, nonce: str,
                      now: datetime) -> Document | None:
         """Swap the refresh hash if ``current_hash`` is still the live one."""
-        return await self._fresh.find_one_and_update(
+        session: Document | None = await self._fresh.find_one_and_update(
             {"_id": session_id, "refresh_hash": current_hash, "revoked_at": None,
              "expires_at": {"$gt": now}},
             {"$set": {"refresh_hash": new_hash, "previous_hash": current_hash,
@@ -64,6 +68,13 @@ class SessionRepository:
              "$push": {"spent": spent_prefix(current_hash)}},
             return_document=ReturnDocument.AFTER,  # FerretDB v1: no projection here
         )
+        spent = session.get("spent", []) if session else []
+        if len(spent) > SPENT_KEPT_MAX:
+            # Keep the newest; only while no later rotation has happened (its filter).
+            await self._fresh.update_one(
+                {"_id": session_id, "refresh_hash": new_hash},
+                {"$set": {"spent": spent[-SPENT_KEPT_AFTER_TRIM:]}})
+        return session
 
     async def touch(self, session_id: str, now: datetime) -> None:
         await self._fresh.update_one({"_id": session_id}, {"$set": {"last_used_at": now}})

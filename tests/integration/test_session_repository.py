@@ -1,0 +1,76 @@
+"""authnode.repositories.sessions against FerretDB: rotation, its guard, and the bounded
+memory of spent refresh tokens."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from authnode.clients.mongo import MongoHandles, create_mongo
+from authnode.repositories.sessions import (
+    SPENT_KEPT_AFTER_TRIM,
+    SPENT_KEPT_MAX,
+    SessionRepository,
+    spent_prefix,
+)
+from authnode.settings import load_settings
+from authnode.tuning import HostResources
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def _hash(n: int) -> str:
+    return hashlib.sha256(f"token {n}".encode()).hexdigest()
+
+
+@pytest.fixture
+async def sessions(mongo_uri: str) -> AsyncIterator[SessionRepository]:
+    settings = load_settings({"MONGODB_URI": mongo_uri, "SECRET_KEY": "x" * 40},
+                             host=HostResources(cpus=2, memory_bytes=8 << 30))
+    handles: MongoHandles = create_mongo(settings)
+    try:
+        repository = SessionRepository(handles)
+        await repository.ensure_indexes()
+        await repository.insert({
+            "_id": "s1", "user_id": "u1", "refresh_hash": _hash(0), "previous_hash": None,
+            "rotation_nonce": None, "rotated_at": None, "spent": [], "created_at": NOW,
+            "last_used_at": NOW, "expires_at": NOW + timedelta(days=30), "user_agent": "",
+            "ip": "127.0.0.1", "revoked_at": None})
+        yield repository
+    finally:
+        await handles.close()
+
+
+@pytest.mark.anyio
+async def test_a_token_is_claimed_once(sessions: SessionRepository) -> None:
+    assert await sessions.claim_rotation(_hash(0), NOW) is True
+    assert await sessions.claim_rotation(_hash(0), NOW) is False
+    assert await sessions.claim_rotation(_hash(1), NOW) is True
+
+
+@pytest.mark.anyio
+async def test_rotation_needs_the_live_hash_and_remembers_the_spent_one(
+        sessions: SessionRepository) -> None:
+    assert await sessions.rotate("s1", _hash(9), new_hash=_hash(1), nonce="n", now=NOW) is None
+    rotated = await sessions.rotate("s1", _hash(0), new_hash=_hash(1), nonce="n", now=NOW)
+    assert rotated is not None and rotated["refresh_hash"] == _hash(1)
+    assert rotated["previous_hash"] == _hash(0)
+    assert rotated["spent"] == [spent_prefix(_hash(0))]
+    listed = await sessions.by_id("s1")
+    assert listed is not None and "spent" not in listed
+
+
+@pytest.mark.anyio
+async def test_spent_tokens_are_trimmed_to_the_newest(sessions: SessionRepository) -> None:
+    for n in range(SPENT_KEPT_MAX + 1):
+        rotated = await sessions.rotate("s1", _hash(n), new_hash=_hash(n + 1), nonce="n",
+                                        now=NOW)
+        assert rotated is not None, n
+    stored = await sessions.by_id("s1", with_spent=True)
+    assert stored is not None
+    last = SPENT_KEPT_MAX  # the hash rotated away last
+    assert stored["spent"] == [spent_prefix(_hash(n))
+                               for n in range(last - SPENT_KEPT_AFTER_TRIM + 1, last + 1)]
