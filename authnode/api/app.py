@@ -10,10 +10,9 @@ from typing import Any
 
 from quart import Quart, Response, g, request
 from quart_schema import QuartSchema
-from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 
-from authnode.accounts.authentication import authenticate
 from authnode.accounts.context import Accounts
+from authnode.api import access
 from authnode.api.auth import auth_blueprint
 from authnode.api.caching import OPENAPI_MAX_AGE_S, PublicCache
 from authnode.api.documentation import AuthnodeOpenAPIProvider
@@ -22,7 +21,6 @@ from authnode.api.health import Probe, health_blueprint
 from authnode.api.jwks import jwks_blueprint
 from authnode.api.metrics import metrics_blueprint
 from authnode.api.pages import pages_blueprint
-from authnode.api.requests import bearer_token
 from authnode.api.stats import stats_blueprint
 from authnode.api.users import users_blueprint
 from authnode.observability.metrics import Metrics
@@ -65,8 +63,8 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
               "description": "Email-and-password authentication."},
         openapi_path="/openapi.json", swagger_ui_path="/docs",
         redoc_ui_path=None, scalar_ui_path=None,
-        security_schemes={"bearer": {"type": "http", "scheme": "bearer",
-                                     "bearer_format": "JWT"}},
+        security_schemes={access.BEARER_SCHEME: {"type": "http", "scheme": "bearer",
+                                                 "bearer_format": "JWT"}},
         openapi_provider_class=AuthnodeOpenAPIProvider,
     )
     _plain_dicts_skip_conversion(app)
@@ -87,13 +85,8 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = (incoming if incoming and len(incoming) <= MAX_REQUEST_ID_CHARS
                         and incoming.isprintable() else secrets.token_hex(8))
-        view = app.view_functions.get(request.endpoint or "")
-        if view is not None and getattr(view, QUART_SCHEMA_SECURITY_ATTRIBUTE, None):
-            # GET /v1/users/me reads the cached profile with the revocation marks: one
-            # Redis round trip instead of two (bench/README.md).
-            g.principal = await authenticate(accounts, bearer_token(request),
-                                             read_profile=request.endpoint == "users.me")
-            online.mark(g.principal.user_id)  # memory only; flushed to Redis in the background
+
+    access.install(app, accounts, online)  # after start_request: errors carry the request id
 
     @app.after_request
     async def finish_request(response: Response) -> Response:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from quart import Blueprint, Response, g, request
-from quart_schema import document_response, security_scheme, validate_request
+from quart_schema import document_response, validate_request
 
 from authnode.accounts import authentication, recovery, registration
 from authnode.accounts.context import Accounts
 from authnode.api import schemas
+from authnode.api.access import USER, public, requires
 from authnode.api.documentation import no_content
 from authnode.api.requests import client_ip, user_agent
 from authnode.observability.metrics import Metrics
 
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 ACCEPTED = ({"status": "verification_sent"}, 202)
 
 
@@ -28,6 +28,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return client_ip(request, trust_forwarded_for=trust)
 
     @bp.post("/register")
+    @public
     @validate_request(schemas.RegisterRequest)
     @document_response(schemas.Status, 202)
     @document_response(schemas.Error, 422)
@@ -41,6 +42,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return ACCEPTED
 
     @bp.post("/verify-email")
+    @public
     @validate_request(schemas.TokenRequest)
     @document_response(schemas.VerifiedUser, 200)
     @document_response(schemas.Error, 400)
@@ -49,6 +51,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return {"user": await registration.verify_email(accounts, token=data.token)}
 
     @bp.post("/verify-email/resend")
+    @public
     @validate_request(schemas.EmailRequest)
     @document_response(schemas.Status, 202)
     @document_response(schemas.Error, 429)
@@ -58,6 +61,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return ACCEPTED
 
     @bp.post("/login")
+    @public
     @validate_request(schemas.LoginRequest)
     @document_response(schemas.Tokens, 200)
     @document_response(schemas.Error, 401)
@@ -72,6 +76,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return issued.as_json()
 
     @bp.post("/refresh")
+    @public
     @validate_request(schemas.RefreshRequest)
     @document_response(schemas.Tokens, 200)
     @document_response(schemas.Error, 401)
@@ -81,7 +86,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return issued.as_json()
 
     @bp.post("/logout")
-    @security_scheme(BEARER)
+    @requires(USER)
     @document_response(schemas.Error, 401)
     @no_content()
     async def logout() -> Response:
@@ -90,7 +95,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return _empty()
 
     @bp.post("/logout-all")
-    @security_scheme(BEARER)
+    @requires(USER)
     @document_response(schemas.Error, 401)
     @no_content()
     async def logout_all() -> Response:
@@ -99,6 +104,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return _empty()
 
     @bp.post("/password/forgot")
+    @public
     @validate_request(schemas.EmailRequest)
     @document_response(schemas.Status, 202)
     @document_response(schemas.Error, 429)
@@ -108,6 +114,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return {"status": "reset_sent"}, 202
 
     @bp.post("/password/reset")
+    @public
     @validate_request(schemas.ResetPasswordRequest)
     @document_response(schemas.Error, 400)
     @document_response(schemas.Error, 422)
@@ -118,7 +125,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return _empty()
 
     @bp.post("/password/change")
-    @security_scheme(BEARER)
+    @requires(USER)
     @validate_request(schemas.ChangePasswordRequest)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 422)
@@ -132,5 +139,3 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
 
     return bp
 
-
-AUTHENTICATED_AUTH_ENDPOINTS = frozenset({"auth.logout", "auth.logout_all", "auth.change"})

@@ -9,6 +9,7 @@ from quart import Blueprint
 from quart_schema import document_response
 
 from authnode.api import schemas
+from authnode.api.access import public
 
 Probe = Callable[[], Awaitable[object]]
 PROBE_TIMEOUT_S = 2.0
@@ -39,12 +40,14 @@ def health_blueprint(probes: Mapping[str, Probe]) -> Blueprint:
     bp = Blueprint("health", __name__)
 
     @bp.get("/healthz")
+    @public
     @document_response(schemas.Alive, 200)
     async def healthz() -> dict[str, str]:
         """The process is alive. Touches nothing else."""
         return {"status": "ok"}
 
     @bp.get("/readyz")
+    @public
     @document_response(schemas.Readiness, 200)
     @document_response(schemas.Readiness, 503)
     async def readyz() -> tuple[dict[str, object], int]:

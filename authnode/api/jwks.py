@@ -8,6 +8,7 @@ from quart import Blueprint, Response
 from quart_schema import document_response
 
 from authnode.api import schemas
+from authnode.api.access import public
 from authnode.tokens.keyring import KeyRing
 
 
@@ -15,6 +16,7 @@ def jwks_blueprint(keyring: KeyRing, *, max_age_s: int) -> Blueprint:
     bp = Blueprint("jwks", __name__)
 
     @bp.get("/.well-known/jwks.json")
+    @public
     @document_response(schemas.Jwks, 200)
     async def jwks() -> Response:
         """The current and previous signing keys (a CDN may cache this)."""

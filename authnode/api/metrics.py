@@ -6,6 +6,7 @@ import anyio.to_thread
 from quart import Blueprint, Quart, Response, request
 from quart_schema import hide
 
+from authnode.api.access import public
 from authnode.observability.metrics import Metrics
 
 
@@ -13,6 +14,7 @@ def metrics_blueprint(metrics: Metrics) -> Blueprint:
     bp = Blueprint("metrics", __name__)
 
     @bp.get("/metrics")
+    @public
     @hide
     async def exposition() -> Response:
         # In multiprocess mode this reads one file per process: keep it off the loop.

@@ -18,6 +18,7 @@ from quart_schema import hide
 
 from authnode.accounts import recovery, registration
 from authnode.accounts.context import Accounts
+from authnode.api.access import public
 from authnode.errors import AuthnodeError, InvalidEmailToken
 
 PAGE_HEADERS = {
@@ -71,6 +72,7 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
     settings = accounts.settings
 
     @bp.get("/verify-email")
+    @public
     @hide
     async def verify_email_page() -> Response:
         token = request.args.get("token", "")
@@ -88,6 +90,7 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
                      "<p>Thank you. Your email address is verified; you can log in now.</p>")
 
     @bp.get("/reset-password")
+    @public
     @hide
     async def reset_password_page() -> Response:
         token = request.args.get("token", "")
@@ -98,6 +101,7 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
         return _reset_form(token)
 
     @bp.post("/reset-password")
+    @public
     @hide
     async def reset_password_submit() -> Response:
         form = await request.form

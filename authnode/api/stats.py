@@ -8,19 +8,18 @@ user may read it; being an authenticated request, it marks its caller active too
 from __future__ import annotations
 
 from quart import Blueprint
-from quart_schema import document_response, security_scheme
+from quart_schema import document_response
 
 from authnode.api import schemas
+from authnode.api.access import USER, requires
 from authnode.online import OnlineUsers
-
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def stats_blueprint(online: OnlineUsers) -> Blueprint:
     bp = Blueprint("stats", __name__)
 
     @bp.get("/v1/stats/online")
-    @security_scheme(BEARER)
+    @requires(USER)
     @document_response(schemas.Online, 200)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 503)

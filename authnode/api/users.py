@@ -6,14 +6,13 @@ import hashlib
 import json
 
 from quart import Blueprint, Response, g, request
-from quart_schema import document_response, security_scheme, validate_request
+from quart_schema import document_response, validate_request
 
 from authnode.accounts import profile
 from authnode.accounts.context import Accounts
 from authnode.api import schemas
+from authnode.api.access import USER, requires
 from authnode.api.documentation import no_content
-
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _etag(body: bytes) -> str:
@@ -24,7 +23,8 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
     bp = Blueprint("users", __name__)
 
     @bp.get("/v1/users/me")
-    @security_scheme(BEARER)
+    # The cached profile is read with the revocation marks: one Redis round trip, not two.
+    @requires(USER, with_profile=True)
     @document_response(schemas.User, 200)
     @no_content(304)
     @document_response(schemas.Error, 401)
@@ -39,7 +39,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
                         headers={"ETag": etag})
 
     @bp.patch("/v1/users/me")
-    @security_scheme(BEARER)
+    @requires(USER)
     @validate_request(schemas.UpdateProfileRequest)
     @document_response(schemas.User, 200)
     @document_response(schemas.Error, 401)
@@ -49,7 +49,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
         return await profile.rename(accounts, g.principal, data.name)
 
     @bp.delete("/v1/users/me")
-    @security_scheme(BEARER)
+    @requires(USER)
     @validate_request(schemas.DeleteAccountRequest)
     @document_response(schemas.Error, 401)
     @no_content()
@@ -59,7 +59,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
         return Response("", status=204)
 
     @bp.get("/v1/sessions")
-    @security_scheme(BEARER)
+    @requires(USER)
     @document_response(schemas.Sessions, 200)
     @document_response(schemas.Error, 401)
     async def sessions() -> dict[str, object]:
@@ -67,7 +67,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
         return {"sessions": await profile.list_sessions(accounts, g.principal)}
 
     @bp.delete("/v1/sessions/<session_id>")
-    @security_scheme(BEARER)
+    @requires(USER)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 404)
     @no_content()

@@ -1,0 +1,110 @@
+"""Who may call a route, declared on the route once: ``@public`` or ``@requires(USER)``.
+
+One ``before_request`` hook (:func:`authenticate_request`) enforces the declaration and
+quart-schema's security marker documents it in OpenAPI, from the same decorator, so the
+two cannot disagree. A view without a declaration is refused (401) and logged as a bug:
+fail closed; ``tests/unit/api/test_route_access.py`` walks the URL map so none ships.
+
+Starlette's ``requires()`` is the model. Kinds of principal other than a user session
+(an MFA-pending login, an admin key) join :class:`PrincipalKind` with the features that
+issue them, and the assurance checks (``aal``, recent authentication) with them.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from quart import Quart, g, request
+from quart_schema import security_scheme
+
+from authnode.accounts.authentication import authenticate
+from authnode.accounts.context import Accounts
+from authnode.api.requests import bearer_token
+from authnode.errors import InvalidToken
+from authnode.online import OnlineUsers
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ACCESS_ATTRIBUTE = "_authnode_access"
+BEARER_SCHEME = "bearer"
+BEARER: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
+
+# Routes that quart-schema and Quart add themselves; they serve public documents.
+FRAMEWORK_PUBLIC_ENDPOINTS = frozenset({"static", "openapi", "swagger_ui"})
+
+
+class PrincipalKind(enum.Enum):
+    USER = "user"  # an access token of a live session
+
+
+USER = PrincipalKind.USER
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a route needs. ``kinds`` empty: anyone. ``with_profile``: read the user's
+    profile-cache entry in the same Redis round trip as the revocation check."""
+
+    kinds: frozenset[PrincipalKind]
+    with_profile: bool = False
+
+    @property
+    def is_public(self) -> bool:
+        return not self.kinds
+
+
+PUBLIC = Access(frozenset())
+
+
+def public(view: F) -> F:
+    """Anyone may call this route."""
+    setattr(view, ACCESS_ATTRIBUTE, PUBLIC)
+    return view
+
+
+def requires(*kinds: PrincipalKind, with_profile: bool = False) -> Callable[[F], F]:
+    """Only these kinds of principal may call the route; documented as bearer auth."""
+    if not kinds:
+        raise ValueError("requires() needs at least one kind of principal; use @public")
+    access = Access(frozenset(kinds), with_profile=with_profile)
+
+    def declare(view: F) -> F:
+        setattr(view, ACCESS_ATTRIBUTE, access)
+        documented: F = security_scheme(BEARER)(view)
+        return documented
+
+    return declare
+
+
+def access_of(app: Quart, endpoint: str) -> Access | None:
+    """The declaration of an endpoint; None if it has none (a bug)."""
+    if endpoint in FRAMEWORK_PUBLIC_ENDPOINTS:
+        return PUBLIC
+    view = app.view_functions.get(endpoint)
+    return getattr(view, ACCESS_ATTRIBUTE, None) if view is not None else None
+
+
+def install(app: Quart, accounts: Accounts, online: OnlineUsers) -> None:
+    """Enforce every route's declaration before its view runs."""
+
+    @app.before_request
+    async def authenticate_request() -> None:
+        endpoint = request.endpoint
+        if endpoint is None:  # no route matched: Quart answers 404/405
+            return
+        access = access_of(app, endpoint)
+        if access is None:
+            log.error("route without an access declaration refused",
+                      extra={"route": endpoint})
+            raise InvalidToken()
+        if access.is_public:
+            return
+        g.principal = await authenticate(accounts, bearer_token(request),
+                                         read_profile=access.with_profile)
+        online.mark(g.principal.user_id)  # memory only; flushed to Redis in the background
