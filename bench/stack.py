@@ -27,10 +27,12 @@ import httpx
 
 from tests.harness import ROOT, AuthnodeEnv, AuthnodeProcess, link_token
 from tests.services import (
+    POSTGRESQL_DATABASE,
     FerretDB,
     PostgresServer,
     RedisServer,
     SmtpRecorder,
+    ferretdb_handler,
     free_port,
     wait_until,
 )
@@ -67,12 +69,14 @@ class Services:
         self.dir.chmod(0o755)  # the postgres OS user must reach its folder
         self.redis = RedisServer(free_port(), self.dir / "redis", name="redis-bench")
         self.postgres = PostgresServer(free_port(), self.dir / "postgres")
-        self.mongo = FerretDB(free_port(), self.dir / "ferretdb")
+        self.mongo = FerretDB(free_port(), self.dir / "ferretdb")  # its backend: see start()
         self.smtp = SmtpRecorder()
 
     def start(self) -> None:
         self.redis.start()
         self.postgres.start()
+        if ferretdb_handler() == "postgresql":  # AUTHNODE_TEST_FERRETDB_HANDLER=sqlite: files
+            self.mongo.postgresql_url = self.postgres.ensure_database(POSTGRESQL_DATABASE)
         self.mongo.start()
         self.smtp.start()
 

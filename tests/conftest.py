@@ -26,12 +26,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.services import (  # noqa: E402
+    POSTGRESQL_DATABASE,
     FerretDB,
     PostgresServer,
     RedisCluster,
     RedisServer,
     RedisTarget,
     SmtpRecorder,
+    ferretdb_handler,
     free_port,
 )
 
@@ -89,8 +91,14 @@ def postgres(services_dir: Path) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def mongo(services_dir: Path) -> Iterator[FerretDB]:
-    server = FerretDB(free_port(), services_dir / "ferretdb")
+def mongo(services_dir: Path, request: pytest.FixtureRequest) -> Iterator[FerretDB]:
+    """FerretDB on the session's PostgreSQL (its own database), or on SQLite when
+    AUTHNODE_TEST_FERRETDB_HANDLER=sqlite."""
+    postgresql_url = None
+    if ferretdb_handler() == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        postgresql_url = postgres.ensure_database(POSTGRESQL_DATABASE)
+    server = FerretDB(free_port(), services_dir / "ferretdb", postgresql_url=postgresql_url)
     try:
         server.start()
     except BaseException:

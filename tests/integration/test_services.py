@@ -12,6 +12,7 @@ import redis
 from pymongo import AsyncMongoClient, MongoClient
 
 from tests.services import (
+    POSTGRESQL_DATABASE,
     FerretDB,
     PostgresServer,
     RedisCluster,
@@ -126,6 +127,24 @@ def test_mongo_restart_keeps_data(mongo: FerretDB) -> None:
         mongo.start()
     with MongoClient[dict[str, object]](uri) as client:
         assert client.get_default_database().things.count_documents({}) == 1
+
+
+def test_ferretdb_keeps_its_data_in_its_own_postgresql_database(
+        mongo: FerretDB, postgres: PostgresServer, postgres_url: str) -> None:
+    """The default handler: FerretDB's tables live in the `ferretdb` database, where the
+    job queue's database cannot see them."""
+    if mongo.handler != "postgresql":
+        pytest.skip("AUTHNODE_TEST_FERRETDB_HANDLER=sqlite chose the SQLite backend")
+    name = f"authnode_test_{uuid.uuid4().hex[:8]}"
+    with MongoClient[dict[str, object]](mongo.uri_for(name)) as client:
+        client.get_default_database().things.insert_one({"k": 1})
+    with postgres.connect(POSTGRESQL_DATABASE) as conn:
+        schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+    assert name in schemas  # FerretDB v1 maps a MongoDB database to a schema
+    job_queue_database = postgres_url.rsplit("/", 1)[1]
+    with postgres.connect(job_queue_database) as conn:
+        schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+    assert name not in schemas
 
 
 def _send(recorder: SmtpRecorder, to: str, subject: str, body: str) -> None:

@@ -16,13 +16,14 @@ from ._util import (
     wait_until,
     wait_until_async,
 )
-from .ferretdb import FerretDB
+from .ferretdb import POSTGRESQL_DATABASE, FerretDB, ferretdb_handler
 from .postgres_server import PostgresServer
 from .redis_server import RedisCluster, RedisServer, RedisTarget, async_client, parse_startup_nodes
 from .smtp import RecordedMessage, SmtpRecorder
 
 __all__ = [
     "HOST",
+    "POSTGRESQL_DATABASE",
     "FerretDB",
     "PostgresServer",
     "RecordedMessage",
@@ -33,6 +34,7 @@ __all__ = [
     "SmtpRecorder",
     "WaitTimeout",
     "async_client",
+    "ferretdb_handler",
     "free_port",
     "free_port_with_offset",
     "parse_startup_nodes",

@@ -1,4 +1,9 @@
-"""FerretDB v1 (MongoDB wire protocol) on the SQLite backend, in a folder."""
+"""FerretDB v1 (MongoDB wire protocol) on PostgreSQL (the default) or SQLite.
+
+PostgreSQL is FerretDB's main backend and the one to deploy; on this machine it also spends
+a fraction of SQLite's CPU per operation (bench/README.md). ``AUTHNODE_TEST_FERRETDB_HANDLER``
+(``postgresql`` or ``sqlite``) chooses for the test suite, ``make run`` and the bench.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,19 @@ from ._util import (
     wait_until,
 )
 
+HANDLER_VARIABLE = "AUTHNODE_TEST_FERRETDB_HANDLER"
+HANDLERS = ("postgresql", "sqlite")
+POSTGRESQL_DATABASE = "ferretdb"  # FerretDB's own database beside the job queue's
+
+
+def ferretdb_handler() -> str:
+    """The backend chosen by ``AUTHNODE_TEST_FERRETDB_HANDLER``; PostgreSQL by default."""
+    handler = os.environ.get(HANDLER_VARIABLE, "").strip().lower() or "postgresql"
+    if handler not in HANDLERS:
+        raise ServiceError(f"{HANDLER_VARIABLE}={handler!r}: expected one of "
+                           f"{', '.join(HANDLERS)}")
+    return handler
+
 
 def ferretdb_bin() -> str:
     """$FERRETDB_BIN, $GOBIN/ferretdb, $(go env GOPATH)/bin/ferretdb (default ~/go), $PATH."""
@@ -33,10 +51,16 @@ def ferretdb_bin() -> str:
 
 
 class FerretDB:
-    """FerretDB on 127.0.0.1:`port`; SQLite files and state in `dir`. Restartable (data kept)."""
+    """FerretDB on 127.0.0.1:`port`, state in `dir`. Restartable (data kept).
 
-    def __init__(self, port: int, dir: Path | str, host: str = HOST) -> None:
+    ``postgresql_url``: the PostgreSQL database that holds FerretDB's data (a database of
+    its own: FerretDB's tables never share one with the job queue's); without it, SQLite
+    files in `dir`."""
+
+    def __init__(self, port: int, dir: Path | str, host: str = HOST, *,
+                 postgresql_url: str | None = None) -> None:
         self.port = port
+        self.postgresql_url = postgresql_url
         self.host = host
         self.dir = Path(dir)
         self.data_dir = self.dir / "data"
@@ -45,7 +69,11 @@ class FerretDB:
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
-        return f"<FerretDB 127.0.0.1:{self.port} {state}>"
+        return f"<FerretDB {self.handler} 127.0.0.1:{self.port} {state}>"
+
+    @property
+    def handler(self) -> str:
+        return "postgresql" if self.postgresql_url else "sqlite"
 
     @property
     def uri(self) -> str:
@@ -64,10 +92,13 @@ class FerretDB:
         return self.proc.pid if self.proc is not None else None
 
     def command_line(self) -> list[str]:
+        if self.postgresql_url:
+            backend = ["--handler=postgresql", f"--postgresql-url={self.postgresql_url}"]
+        else:
+            backend = ["--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/"]
         return [
             ferretdb_bin(),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{self.data_dir}/",
+            *backend,
             f"--listen-addr={self.host}:{self.port}",
             f"--state-dir={self.dir}",
             "--telemetry=disable",

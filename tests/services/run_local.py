@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ._util import HOST, ServiceError, port_is_listening, spawn, wait_until
-from .ferretdb import FerretDB
+from .ferretdb import POSTGRESQL_DATABASE, FerretDB, ferretdb_handler
 from .postgres_server import PostgresServer, os_user, traversable_by_others
 from .redis_server import RedisServer
 from .smtp import RecordedMessage, SmtpRecorder
@@ -92,7 +92,7 @@ def start(run_dir: Path, ports: dict[str, int]) -> None:
     starters: dict[str, Callable[[int], int]] = {
         "redis": lambda port: _start_server(RedisServer(port, run_dir / "redis")),
         "postgres": lambda port: _start_postgres(port, run_dir),
-        "ferretdb": lambda port: _start_server(FerretDB(port, run_dir / "ferretdb")),
+        "ferretdb": lambda port: _start_ferretdb(port, run_dir, ports["postgres"]),
         "smtp": lambda port: _start_smtp(port, run_dir),
     }
     for name, starter in starters.items():
@@ -113,6 +113,16 @@ def _start_server(server: RedisServer | FerretDB) -> int:
     server.wait_ready()
     assert server.pid is not None
     return server.pid
+
+
+def _start_ferretdb(port: int, run_dir: Path, postgres_port: int) -> int:
+    """FerretDB on the PostgreSQL above (its own database), or on SQLite files when
+    AUTHNODE_TEST_FERRETDB_HANDLER=sqlite."""
+    postgresql_url = None
+    if ferretdb_handler() == "postgresql":
+        postgres = PostgresServer(postgres_port, _postgres_dir(run_dir))
+        postgresql_url = postgres.ensure_database(POSTGRESQL_DATABASE)
+    return _start_server(FerretDB(port, run_dir / "ferretdb", postgresql_url=postgresql_url))
 
 
 def _start_postgres(port: int, run_dir: Path) -> int:
