@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import procrastinate
 
@@ -24,7 +24,7 @@ from authnode.jobs.app import create_job_app
 from authnode.jobs.outbox import JobQueueOutbox
 from authnode.jobs.worker_context import WorkerContext
 from authnode.mail import sender_from_url
-from authnode.observability.metrics import Metrics, MongoPoolListener
+from authnode.observability.metrics import MongoPoolListener, NullMetrics, ProcessMetrics
 from authnode.online import OnlineUsers, running
 from authnode.ratelimit import RedisRateLimiter
 from authnode.repositories.email_tokens import EmailTokenRepository
@@ -79,13 +79,14 @@ async def ensure_indexes(mongo: MongoHandles) -> None:
 
 @asynccontextmanager
 async def open_stack(settings: Settings, *, load_keys: bool = True,
-                     metrics: Metrics | None = None) -> AsyncIterator[Stack]:
+                     metrics: ProcessMetrics | None = None) -> AsyncIterator[Stack]:
     """``metrics``: the process's metrics; its methods become the components' hooks
-    (admin commands pass none and count nothing)."""
+    (admin commands pass none: :class:`NullMetrics` counts nothing)."""
+    metrics = metrics or NullMetrics()
     secret = require_secret_key(settings)
     redis = await connect_redis(settings)
-    mongo_pool = metrics.mongo_pool_listener() if metrics else None
-    mongo = create_mongo(settings, event_listeners=[mongo_pool] if mongo_pool else [])
+    mongo_pool = metrics.mongo_pool_listener()
+    mongo = create_mongo(settings, event_listeners=[mongo_pool])
     jobs = create_job_app(settings)
     sender = sender_from_url(settings.smtp_url)
     try:
@@ -95,7 +96,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
         sessions = SessionRepository(mongo)
         email_tokens = EmailTokenRepository(mongo)
         limiter = RedisRateLimiter(redis,
-                                   on_refused=metrics.rate_limit_refused if metrics else None)
+                                   on_refused=metrics.rate_limit_refused)
         keyring = KeyRing(SigningKeyRepository(mongo.primary), secret,
                           rotation_s=settings.signing_key_rotation_s)
         if load_keys:
@@ -104,14 +105,13 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                                 time_cost=settings.argon2_time_cost,
                                 parallelism=settings.argon2_parallelism,
                                 threads=settings.hash_threads,
-                                on_hash_seconds=metrics.observe_hash_seconds if metrics
-                                else None)
+                                on_hash_seconds=metrics.observe_hash_seconds)
         await hasher.prepare()  # the dummy hash, so the first unknown-email login is not slower
         accounts: Accounts
         profiles = ProfileCache(redis, lambda user_id: load_public_profile(accounts, user_id),
                                 ttl_s=settings.profile_cache_ttl_s,
-                                on_hit=metrics.profile_cache_hit if metrics else None,
-                                on_miss=metrics.profile_cache_miss if metrics else None)
+                                on_hit=metrics.profile_cache_hit,
+                                on_miss=metrics.profile_cache_miss)
         accounts = Accounts(
             settings=settings, users=users, sessions=sessions, email_tokens=email_tokens,
             hasher=hasher, policy=PasswordPolicy(load_common_passwords()),
@@ -120,15 +120,13 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
             refresh_key=refresh_key_from_secret(secret),
             revocations=Revocations(redis, access_token_ttl_s=settings.access_token_ttl_s),
             limiter=limiter, profiles=profiles, clock=time.time,
-            outbox=JobQueueOutbox(jobs, on_deferred=metrics.job_deferred if metrics else None),
+            outbox=JobQueueOutbox(jobs, on_deferred=metrics.job_deferred),
         )
         mailer = Mailer(settings=settings, users=users, email_tokens=email_tokens,
                         sent_emails=SentEmailRepository(mongo), sender=sender, limiter=limiter)
         worker = WorkerContext(settings=settings, mailer=mailer, sessions=sessions,
-                               keyring=keyring)
-        if metrics is not None:
-            worker = replace(worker, observe_job=metrics.observe_job)
-            _watch_pools(metrics, settings, hasher, jobs, mongo_pool)
+                               keyring=keyring, observe_job=metrics.observe_job)
+        _watch_pools(metrics, settings, hasher, jobs, mongo_pool)
         online = OnlineUsers(redis, window_s=settings.online_window_s)
         async with running(online):  # its flusher sends marks to Redis in the background
             yield Stack(settings=settings, redis=redis, mongo=mongo, jobs=jobs,
@@ -140,8 +138,8 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
         await redis.aclose()
 
 
-def _watch_pools(metrics: Metrics, settings: Settings, hasher: PasswordHasher,
-                 jobs: procrastinate.App, mongo_pool: MongoPoolListener | None) -> None:
+def _watch_pools(metrics: ProcessMetrics, settings: Settings, hasher: PasswordHasher,
+                 jobs: procrastinate.App, mongo_pool: MongoPoolListener) -> None:
     """Pool sizes, and what is in use where a public API tells (Redis has none)."""
 
     connector = jobs.connector
@@ -153,7 +151,7 @@ def _watch_pools(metrics: Metrics, settings: Settings, hasher: PasswordHasher,
         return float(stats["pool_size"] - stats["pool_available"])
 
     metrics.watch_pool("mongodb", size=settings.db_pool_size,
-                       in_use=mongo_pool.in_use if mongo_pool else None)
+                       in_use=mongo_pool.in_use)
     metrics.watch_pool("redis", size=settings.redis_max_connections)
     metrics.watch_pool("postgresql", size=settings.postgres_pool_size, in_use=postgres_in_use)
     metrics.watch_pool("hash_threads", size=settings.hash_threads,

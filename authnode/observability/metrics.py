@@ -331,6 +331,50 @@ class Metrics:
                 os.getpid(), self.multiprocess_dir)
 
 
+class ProcessMetrics(Protocol):
+    """What the components of a stack report to; :class:`Metrics` or :class:`NullMetrics`."""
+
+    def rate_limit_refused(self, limit: str) -> None: ...
+    def profile_cache_hit(self) -> None: ...
+    def profile_cache_miss(self) -> None: ...
+    def observe_hash_seconds(self, seconds: float) -> None: ...
+    def job_deferred(self, task: str) -> None: ...
+    def observe_job(self, task: str, outcome: str, seconds: float) -> None: ...
+    def watch_pool(self, pool: str, *, size: int,
+                   in_use: Callable[[], float] | None = None) -> None: ...
+    def mongo_pool_listener(self) -> MongoPoolListener: ...
+
+
+class NullMetrics:
+    """Counts nothing (Warehouse's ``NullMetrics``): the admin commands serve no /metrics,
+    and with this object no component asks whether metrics exist."""
+
+    def rate_limit_refused(self, limit: str) -> None:
+        return None
+
+    def profile_cache_hit(self) -> None:
+        return None
+
+    def profile_cache_miss(self) -> None:
+        return None
+
+    def observe_hash_seconds(self, seconds: float) -> None:
+        return None
+
+    def job_deferred(self, task: str) -> None:
+        return None
+
+    def observe_job(self, task: str, outcome: str, seconds: float) -> None:
+        return None
+
+    def watch_pool(self, pool: str, *, size: int,
+                   in_use: Callable[[], float] | None = None) -> None:
+        return None
+
+    def mongo_pool_listener(self) -> MongoPoolListener:
+        return MongoPoolListener()
+
+
 class MongoPoolListener(monitoring.ConnectionPoolListener):
     """Connections checked out of pymongo's pools right now (over every server)."""
 

@@ -42,10 +42,9 @@ class PasswordHasher:
     is enforced by the settings (``ARGON2_MEMORY_KIB`` >= 19456, ``ARGON2_TIME_COST`` >=
     2), not here.
 
-    ``on_hash_seconds``, if given, is called on the event loop with the wall time in
+    ``on_hash_seconds`` (a metrics hook) is called on the event loop with the wall time in
     seconds of each Argon2 computation (hash, verify or dummy verify), measured inside
-    the worker thread, so it excludes time spent waiting for a thread. It should not
-    raise; if it does, the error is logged and the result is still returned.
+    the worker thread, so it excludes time spent waiting for a thread.
 
     Passwords are NFKC-normalized before hashing and verifying (see the module
     docstring).
@@ -64,7 +63,7 @@ class PasswordHasher:
         time_cost: int,
         parallelism: int,
         threads: int,
-        on_hash_seconds: Callable[[float], None] | None = None,
+        on_hash_seconds: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads!r}")
@@ -147,16 +146,8 @@ class PasswordHasher:
         self, func: Callable[[*_Args], tuple[_T, float]], *args: *_Args
     ) -> _T:
         result, seconds = await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
-        self._report(seconds)
+        self._on_hash_seconds(seconds)
         return result
-
-    def _report(self, seconds: float) -> None:
-        if self._on_hash_seconds is None:
-            return
-        try:
-            self._on_hash_seconds(seconds)
-        except Exception:
-            log.exception("on_hash_seconds callback failed")
 
     def _hash_sync(self, password: str) -> tuple[str, float]:
         """Worker thread: hash. Returns the hash and the seconds it took."""

@@ -55,7 +55,7 @@ def policy(common: frozenset[str]) -> PasswordPolicy:
 def fast_hasher(
     *,
     threads: int = 2,
-    on_hash_seconds: Callable[[float], None] | None = None,
+    on_hash_seconds: Callable[[float], None] = lambda seconds: None,
     memory_kib: int = FAST["memory_kib"],
     time_cost: int = FAST["time_cost"],
     parallelism: int = FAST["parallelism"],
@@ -409,19 +409,6 @@ async def test_on_hash_seconds_reports_each_computation() -> None:
     await hasher.verify("garbage", "wrong password")
     assert len(seen) == 4
     assert all(isinstance(s, float) and s >= 0 for s in seen)
-
-
-@pytest.mark.anyio
-async def test_failing_metrics_callback_does_not_break_hashing(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    def broken(seconds: float) -> None:
-        raise RuntimeError("metrics backend down")
-
-    hasher = fast_hasher(on_hash_seconds=broken)
-    encoded = await hasher.hash("correct horse battery staple")
-    assert await hasher.verify(encoded, "correct horse battery staple") is True
-    assert "on_hash_seconds callback failed" in caplog.text
 
 
 @pytest.mark.anyio
