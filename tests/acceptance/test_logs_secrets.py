@@ -195,7 +195,7 @@ def test_a_failing_email_job_logs_no_address(authnode_env: AuthnodeEnv,
                                              smtp: SmtpRecorder) -> None:
     """The SMTP server refuses every message: the job is retried, then fails for good. The
     job lines say so, and neither they nor procrastinate's own error line name the address."""
-    env = authnode_env.with_overrides(EMAIL_MAX_ATTEMPTS="1")
+    env = authnode_env.with_overrides(EMAIL_MAX_ATTEMPTS="2")
     email = unique_email("bounce")
     smtp.failure = "451 4.3.0 try again later"
     with running(env, "all") as node:
