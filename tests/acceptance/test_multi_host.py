@@ -241,15 +241,24 @@ def _close_network(network: Network) -> None:
 
 
 def _stop_all(deployment: Deployment) -> None:
-    processes = list(deployment.processes.values())
-    for process in processes:
+    """SIGTERM every process at once, then require each to exit 0: a graceful stop that
+    fails (an error exit, or no exit within 20 s, after which stop() kills it) fails the
+    teardown, with the process's log."""
+    processes = dict(deployment.processes)
+    for process in processes.values():
         process.close_client()  # an idle keep-alive connection would hold up the drain
         process.signal(signal.SIGTERM)
-    for process in processes:
+    failed: dict[str, str] = {}
+    for name, process in processes.items():
         try:
-            process.stop(20)
-        except AssertionError:
-            pass  # killed by stop() after its timeout; the test's own outcome matters more
+            code = process.stop(20)
+        except AssertionError as error:  # killed after the timeout; the message has the log
+            failed[name] = str(error)[-3000:]
+            continue
+        if code != 0:
+            failed[name] = f"exited {code}; log:\n{process.logs()[-3000:]}"
+    assert not failed, "graceful stop failed:\n" + "\n".join(
+        f"--- {name}: {detail}" for name, detail in failed.items())
 
 
 def _api(deployment: Deployment, name: str) -> httpx.Client:
