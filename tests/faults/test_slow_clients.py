@@ -28,6 +28,9 @@ from tests.services import HOST
 IDLE_CONNECTIONS = 500
 BODY_TIMEOUT_S = 2.0
 KEEP_ALIVE_TIMEOUT_S = 5.0
+# Past the server's own timeout: its timers fire on a busy event loop of a busy machine.
+# A missing timeout would never cut the connection, so any margin proves the cut; 2 s is
+# far above the ~10 ms seen on a quiet machine.
 MARGIN_S = 2.0
 # Served during the flood means answered while the idle connections are still held (checked
 # directly below), not fast: this bound only catches a request that waited for the idle
