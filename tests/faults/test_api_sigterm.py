@@ -66,9 +66,9 @@ def _wait_serving(process: AuthnodeProcess) -> None:
 
 @pytest.mark.slow
 @pytest.mark.anyio
-async def test_sigterm_under_load_loses_no_request(single_env: EnvFactory, smtp: SmtpRecorder,
+async def test_sigterm_under_load_loses_no_request(either_env: EnvFactory, smtp: SmtpRecorder,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    env = single_env(SHUTDOWN_TIMEOUT_MS=str(SHUTDOWN_TIMEOUT_MS))
+    env = either_env(SHUTDOWN_TIMEOUT_MS=str(SHUTDOWN_TIMEOUT_MS))
     port = free_port()
     first = env.start("api", port=port, wait=False, name="api-first")
     second = env.start("api", port=port, wait=False, name="api-second")

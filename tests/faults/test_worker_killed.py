@@ -75,9 +75,9 @@ async def _register_all(url: str, addresses: list[str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.anyio
-async def test_worker_sigkilled_mid_batch(single_env: EnvFactory, smtp: SmtpRecorder,
+async def test_worker_sigkilled_mid_batch(either_env: EnvFactory, smtp: SmtpRecorder,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    env = single_env(WORKER_CONCURRENCY=str(WORKER_CONCURRENCY))
+    env = either_env(WORKER_CONCURRENCY=str(WORKER_CONCURRENCY))
     tag = secrets.token_hex(3)
     addresses = [f"kill-{tag}-{i:03d}@example.com" for i in range(EMAILS)]
     api = env.start("api")
