@@ -1,5 +1,5 @@
 # authnode developer entry points. Everything installs itself: see scripts/bootstrap.sh.
-.PHONY: bootstrap test lint run stop
+.PHONY: bootstrap test test-fast lint run stop
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -7,6 +7,10 @@ bootstrap:
 # Extra pytest arguments: make test ARGS='-k redis -x'
 test:
 	bash scripts/test.sh $(ARGS)
+
+# The unit tests only (no servers): lint, type check and tests/unit, in under 2 minutes.
+test-fast:
+	bash scripts/test.sh tests/unit $(ARGS)
 
 lint: bootstrap
 	.venv/bin/ruff check authnode tests

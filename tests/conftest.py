@@ -120,10 +120,12 @@ def smtp_server() -> Iterator[SmtpRecorder]:
 def smtp(smtp_server: SmtpRecorder) -> Iterator[SmtpRecorder]:
     """The session's SmtpRecorder, emptied (and healed: running, no failure) for each test."""
     smtp_server.failure = None
+    smtp_server.refuse_next(0)
     smtp_server.start()
     smtp_server.clear()
     yield smtp_server
     smtp_server.failure = None
+    smtp_server.refuse_next(0)
     smtp_server.clear()
 
 

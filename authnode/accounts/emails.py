@@ -61,8 +61,13 @@ async def deliver(mailer: Mailer, *, kind: EmailKind, email: str, user_id: str |
                      public_url=mailer.settings.public_origin, token=token,
                      name=user.get("name"), valid_for_s=valid_for_s,
                      message_id_key=idempotency_key)
-    await mailer.sender.send(message)
-    await mailer.sent_emails.record(idempotency_key, kind, utc(mailer.clock()))
+
+    async def record_sent() -> None:
+        await mailer.sent_emails.record(idempotency_key, kind, utc(mailer.clock()))
+
+    # Recorded the moment the server accepts it: a crash before the record makes a retry
+    # send it again (with the same Message-ID), so that window is kept as short as it gets.
+    await mailer.sender.send(message, on_accepted=record_sent)
     return "sent"
 
 

@@ -31,8 +31,12 @@ def _worker_context(context: JobContext) -> WorkerContext:
 
 
 def register_tasks(app: procrastinate.App, settings: Settings) -> None:
-    retry = procrastinate.RetryStrategy(max_attempts=settings.email_max_attempts,
-                                        exponential_wait=2)
+    # EMAIL_MAX_ATTEMPTS counts sends; procrastinate's max_attempts counts the retries
+    # after the first run (and 0 would mean "retry forever").
+    retries = settings.email_max_attempts - 1
+    retry: procrastinate.RetryStrategy | bool = (
+        procrastinate.RetryStrategy(max_attempts=retries, exponential_wait=2) if retries
+        else False)
 
     @app.task(name=SEND_EMAIL_TASK, queue=EMAIL_QUEUE, pass_context=True, retry=retry)
     async def send_email(context: JobContext, kind: Any, email: str,
@@ -40,9 +44,9 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
         worker = _worker_context(context)
         job = context.job
         started = time.perf_counter()
-        # If deliver raises, procrastinate retries the job while attempts remain
+        # If deliver raises, procrastinate retries the job while retries remain
         # (RetryStrategy: while job.attempts < max_attempts).
-        outcome = "retried" if job.attempts < settings.email_max_attempts else "failed"
+        outcome = "retried" if job.attempts < retries else "failed"
         try:
             outcome = await deliver(worker.mailer, kind=kind, email=email, user_id=user_id,
                                     idempotency_key=f"job:{job.id}",

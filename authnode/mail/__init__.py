@@ -11,6 +11,7 @@ from authnode.mail.messages import (
 from authnode.mail.senders import (
     MailDeliveryError,
     MailSender,
+    OnAccepted,
     SmtpSender,
     SmtpTarget,
     parse_smtp_url,
@@ -24,6 +25,7 @@ __all__ = [
     "MailDeliveryError",
     "MailKind",
     "MailSender",
+    "OnAccepted",
     "SmtpSender",
     "SmtpTarget",
     "message_id",

@@ -18,6 +18,7 @@ import logging
 import re
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol, runtime_checkable
@@ -30,6 +31,7 @@ from authnode.mail.messages import KIND_HEADER
 __all__ = [
     "MailDeliveryError",
     "MailSender",
+    "OnAccepted",
     "SmtpSender",
     "SmtpTarget",
     "parse_smtp_url",
@@ -40,10 +42,19 @@ __all__ = [
 log = logging.getLogger("authnode.mail")
 
 
+OnAccepted = Callable[[], Awaitable[None]]
+
+
 @runtime_checkable
 class MailSender(Protocol):
-    async def send(self, message: EmailMessage) -> None:
-        """Deliver ``message`` to its To address or raise :class:`MailDeliveryError`."""
+    async def send(self, message: EmailMessage, on_accepted: OnAccepted | None = None) -> None:
+        """Deliver ``message`` to its To address or raise :class:`MailDeliveryError`.
+
+        ``on_accepted`` is awaited the moment the server has accepted the message, before
+        anything else (closing the connection, logging): a caller recording the send there
+        leaves the shortest possible window in which a crash loses the record of a message
+        that went out. Its exceptions propagate unchanged.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -215,36 +226,62 @@ class SmtpSender:
     def __repr__(self) -> str:
         return f"SmtpSender({str(self.target)!r})"
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, on_accepted: OnAccepted | None = None) -> None:
         kind, recipient, mid = _describe(message)
         target = self.target
+        # aiosmtplib.send() would also QUIT before returning; the client is driven by hand
+        # so that ``on_accepted`` runs right after the DATA reply, before the QUIT.
+        client = aiosmtplib.SMTP(
+            hostname=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password,
+            use_tls=target.use_tls,
+            start_tls=target.start_tls,
+            tls_context=self._tls_context,
+            timeout=self.timeout_s,
+            local_hostname=await self._ehlo_name(),
+        )
         try:
             async with asyncio.timeout(self.timeout_s * 3):
-                if self._local_hostname is None:
-                    # The EHLO name, looked up once: aiosmtplib would do it (reverse DNS,
-                    # possibly slow) on every connection.
-                    fqdn = await asyncio.to_thread(socket.getfqdn)
-                    usable = fqdn.isprintable() and not any(c.isspace() for c in fqdn)
-                    self._local_hostname = fqdn if fqdn and usable else "localhost"
-                await aiosmtplib.send(
-                    message,
-                    hostname=target.host,
-                    port=target.port,
-                    username=target.username,
-                    password=target.password,
-                    use_tls=target.use_tls,
-                    start_tls=target.start_tls,
-                    tls_context=self._tls_context,
-                    timeout=self.timeout_s,
-                    local_hostname=self._local_hostname,
-                )
+                await client.connect()
+                await client.send_message(message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as error:
+            client.close()
             failure = _failure(target, error, self.timeout_s)
             log.warning("mail not sent: kind=%s to=%s message_id=%s permanent=%s: %s",
                         kind, recipient, mid, failure.permanent, failure)
             # `from None`: the original exception can carry the recipient address.
             raise failure from None
+        try:
+            if on_accepted is not None:
+                await on_accepted()
+        finally:
+            await self._quit(client)
         log.info("mail sent: kind=%s to=%s message_id=%s via=%s", kind, recipient, mid, target)
+
+    async def _ehlo_name(self) -> str:
+        """This host's name for EHLO, looked up once: aiosmtplib would do it (reverse DNS,
+        possibly slow) on every connection."""
+        if self._local_hostname is None:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    fqdn = await asyncio.to_thread(socket.getfqdn)
+            except TimeoutError:
+                fqdn = ""
+            usable = fqdn.isprintable() and not any(c.isspace() for c in fqdn)
+            self._local_hostname = fqdn if fqdn and usable else "localhost"
+        return self._local_hostname
+
+    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+        """QUIT politely; the message is already accepted, so a failure here is moot."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            client.close()
 
     async def aclose(self) -> None:
         """Nothing to release: no connection outlives a send."""

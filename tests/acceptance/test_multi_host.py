@@ -155,7 +155,13 @@ class Deployment:
         args = [sys.executable, "-m", "authnode", "serve", "--role", role]
         if role == "api":
             args += ["--bind", f"{host.ip}:{port}", "--workers", "1"]
+        # A restarted process gets its own log: wait_ready() looks for the "ready" line,
+        # which the log of the process it replaces already has.
         log_path = self.env.workdir / f"{name}.log"
+        restarts = 0
+        while log_path.exists():
+            restarts += 1
+            log_path = self.env.workdir / f"{name}.{restarts}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 host.command(args), cwd=self.env.workdir, stdout=log, stderr=subprocess.STDOUT,
@@ -240,16 +246,30 @@ def _close_network(network: Network) -> None:
     assert not leftovers and not network.exists(), f"not cleaned up: {leftovers}"
 
 
+STOP_TIMEOUT_S = 20
+
+
 def _stop_all(deployment: Deployment) -> None:
-    processes = list(deployment.processes.values())
-    for process in processes:
+    """SIGTERM every process at once, then require each to exit 0: a graceful stop that
+    fails (an error exit, or no exit within ``STOP_TIMEOUT_S``, after which it is killed)
+    fails the teardown, with the process's log."""
+    processes = dict(deployment.processes)
+    for process in processes.values():
         process.close_client()  # an idle keep-alive connection would hold up the drain
         process.signal(signal.SIGTERM)
-    for process in processes:
+    failed: dict[str, str] = {}
+    for name, process in processes.items():
+        # Not process.stop(): it would send a second SIGTERM, which means "exit at once".
         try:
-            process.stop(20)
-        except AssertionError:
-            pass  # killed by stop() after its timeout; the test's own outcome matters more
+            code = process.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            failed[name] = f"did not stop in {STOP_TIMEOUT_S} s; log:\n{process.logs()[-3000:]}"
+            continue
+        if code != 0:
+            failed[name] = f"exited {code}; log:\n{process.logs()[-3000:]}"
+    assert not failed, "graceful stop failed:\n" + "\n".join(
+        f"--- {name}: {detail}" for name, detail in failed.items())
 
 
 def _api(deployment: Deployment, name: str) -> httpx.Client:

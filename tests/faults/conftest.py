@@ -60,3 +60,13 @@ def cluster_env(redis_cluster: RedisCluster, mongo_uri: str, postgres_url: str,
     """``cluster_env(**overrides)``: a migrated deployment on the Redis Cluster."""
     yield _env_factory(_healed(redis_cluster), "cluster", mongo_uri, postgres_url, smtp,
                        tmp_path)
+
+
+@pytest.fixture(params=["single", "cluster"], ids=["redis-single", "redis-cluster"])
+def either_env(request: pytest.FixtureRequest, mongo_uri: str, postgres_url: str,
+               smtp: SmtpRecorder, tmp_path: Path) -> Iterator[EnvFactory]:
+    """``either_env(**overrides)``: runs the test once per Redis mode."""
+    mode: str = request.param
+    server: RedisServer | RedisCluster = request.getfixturevalue(
+        "redis_single" if mode == "single" else "redis_cluster")
+    yield _env_factory(_healed(server), mode, mongo_uri, postgres_url, smtp, tmp_path)

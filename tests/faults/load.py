@@ -10,6 +10,7 @@ line them up with the moment it broke something.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ class Outcome:
     status: int | None  # None: no HTTP answer (connection error, timeout)
     detail: str  # the error code of a JSON error body, or the transport error's type
     message: str = ""  # the error message of a JSON error body
+    request_id: str = ""  # the X-Request-ID sent, which the server logs with the request
+    cause: str = ""  # a transport error's root cause, e.g. "ConnectionResetError"
 
     @property
     def ok(self) -> bool:
@@ -81,6 +84,19 @@ class LoadResult:
         if not failed:
             return None
         return min(o.started for o in failed), max(o.ended for o in failed)
+
+
+def root_cause(error: BaseException) -> str:
+    """The type name at the bottom of an exception's ``__cause__`` / ``__context__`` chain
+    (httpx wraps httpcore's error, which wraps the OSError)."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        nested = error.__cause__ or error.__context__
+        if nested is None:
+            break
+        error = nested
+    return type(error).__name__
 
 
 def error_of(response: httpx.Response) -> tuple[str, str]:
@@ -137,15 +153,19 @@ class Load:
 
     async def _call(self, client: httpx.AsyncClient, index: int, op: str, method: str,
                     path: str, **kwargs: Any) -> httpx.Response | None:
+        request_id = f"load-{index}-{secrets.token_hex(6)}"
+        headers = {**kwargs.pop("headers", {}), "X-Request-ID": request_id}
         started = time.monotonic()
         try:
-            response = await client.request(method, path, **kwargs)
+            response = await client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as error:
             self.result.outcomes.append(Outcome(index, op, started, time.monotonic(), None,
-                                                type(error).__name__))
+                                                type(error).__name__, request_id=request_id,
+                                                cause=root_cause(error)))
             return None
         self.result.outcomes.append(Outcome(index, op, started, time.monotonic(),
-                                            response.status_code, *error_of(response)))
+                                            response.status_code, *error_of(response),
+                                            request_id=request_id))
         return response
 
     async def _client(self, index: int) -> None:

@@ -10,9 +10,16 @@ One failure authnode cannot prevent: a connection the kernel has just queued on 
 stopping process's listener when that listener closes is reset (Linux drops the accept
 queue of a closing SO_REUSEPORT socket unless ``net.ipv4.tcp_migrate_req=1``, which moves
 it to another listener of the port). Only clients that open a new connection for every
-request can meet it, within moments of the SIGTERM; measured here about 1 run in 17. Such
-resets are counted and printed; where the kernel migrates queued connections, none is
-allowed.
+request can meet it, within moments of the SIGTERM; measured here about 1 run in 17.
+
+So a failed request is excused only if all of these hold: it came from a client that opens
+a new connection for every request; it got no HTTP answer, and the error at the bottom is
+``ConnectionResetError`` or ``ConnectionRefusedError``; its ``X-Request-ID`` is in neither
+process's log (authnode never read it: the connection was not accepted); and it started
+between 0.5 s before the SIGTERM and the stopped process's exit. At most one per such client
+is excused (``FRESH_CONNECTION_CLIENTS``): each has one connection open at a time and the
+listener closes once, so a second one would be a different failure. They are printed. Where
+the kernel migrates queued connections, none is excused.
 """
 
 from __future__ import annotations
@@ -59,9 +66,9 @@ def _wait_serving(process: AuthnodeProcess) -> None:
 
 @pytest.mark.slow
 @pytest.mark.anyio
-async def test_sigterm_under_load_loses_no_request(single_env: EnvFactory, smtp: SmtpRecorder,
+async def test_sigterm_under_load_loses_no_request(either_env: EnvFactory, smtp: SmtpRecorder,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    env = single_env(SHUTDOWN_TIMEOUT_MS=str(SHUTDOWN_TIMEOUT_MS))
+    env = either_env(SHUTDOWN_TIMEOUT_MS=str(SHUTDOWN_TIMEOUT_MS))
     port = free_port()
     first = env.start("api", port=port, wait=False, name="api-first")
     second = env.start("api", port=port, wait=False, name="api-second")
@@ -95,17 +102,24 @@ async def test_sigterm_under_load_loses_no_request(single_env: EnvFactory, smtp:
         result = load.result
         after_stop = result.between(signalled)
         migrates = _kernel_migrates_queued_connections()
+        logged = first.logs() + second.logs()
+        exited = signalled + exit_s
         queue_resets = [] if migrates else [
             o for o in result.failed
             if o.client >= CLIENTS - FRESH_CONNECTION_CLIENTS and o.status is None
-            and abs(o.started - signalled) < 0.5]
+            and o.cause in ("ConnectionResetError", "ConnectionRefusedError")
+            and o.request_id not in logged
+            and signalled - 0.5 <= o.started <= exited]
         failed = [o for o in result.failed if o not in queue_resets]
         show(capsys, "SIGTERM to one of two API processes under load", {
             "requests (total)": len(result.outcomes),
             "requests started after SIGTERM": len(after_stop),
             "served by the stopped process before SIGTERM": served_by_first,
             "failed requests": len(failed),
-            "new connections reset as the listener closed": len(queue_resets),
+            "new connections reset before they were accepted (excused)": [
+                f"{o} {o.cause} at {o.started - signalled:+.3f}s" for o in queue_resets],
+            "most that can be excused (one per fresh-connection client)":
+                FRESH_CONNECTION_CLIENTS,
             "net.ipv4.tcp_migrate_req": int(migrates),
             "statuses": result.statuses(),
             "exit code": exit_code,
@@ -115,7 +129,8 @@ async def test_sigterm_under_load_loses_no_request(single_env: EnvFactory, smtp:
         assert served_by_first > 0, "the load never reached the process that was stopped"
         assert exit_code == 0, first.logs()[-4000:]
         assert exit_s < SHUTDOWN_TIMEOUT_MS / 1000, exit_s
-        assert not failed, [str(o) for o in failed[:20]]
+        assert not failed, [f"{o} {o.cause}" for o in failed[:20]]
+        assert len(queue_resets) <= FRESH_CONNECTION_CLIENTS, queue_resets
         assert len(after_stop) > 50
     finally:
         first.kill()

@@ -99,6 +99,9 @@ def test_config_show_and_check_print_the_budget(redis_target: RedisTarget, mongo
     assert "connection budget (one instance: 3 API processes" in checked.stdout
 
 
+CONFIG_SHOW_UNREACHABLE_BOUND_S = 20.0
+
+
 def test_config_show_is_quick_when_servers_are_down(tmp_path: Path) -> None:
     env = {"REDIS_URL": "redis://127.0.0.1:1/0", "MONGODB_URI": "mongodb://127.0.0.1:1/x",
            "POSTGRES_URL": "postgresql://postgres@127.0.0.1:1/x"}
@@ -108,4 +111,8 @@ def test_config_show_is_quick_when_servers_are_down(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("server unreachable") == 3
     assert "at most" in shown.stdout  # the local side is still there
-    assert elapsed < 10, elapsed  # each server is given ~2 s at most, all at once
+    # What this catches is a probe left to a client's own default wait (pymongo's server
+    # selection: 30 s) or probes run one after another; each is given ~2 s, all at once,
+    # and the whole command (interpreter start included) takes ~2-3 s on a quiet machine.
+    # The bound sits well under 30 s so that a busy, shared machine does not fail it.
+    assert elapsed < CONFIG_SHOW_UNREACHABLE_BOUND_S, elapsed

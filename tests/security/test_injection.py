@@ -1,6 +1,6 @@
 """Hostile input 10: injection attempts are rejected or stored inert, never interpreted.
 
-Against a real server (single Redis mode: nothing here depends on the Redis topology), in
+Against a real server, in both Redis modes (the rate limits key on the hostile strings), in
 every string field of every JSON route:
 
 * **MongoDB operators** and other non-strings (``{"$gt": ""}``, ``{"$ne": null}``,
@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 from pymongo import MongoClient
 
 from tests.acceptance.test_accounts_support import (
@@ -53,8 +52,6 @@ from tests.acceptance.test_accounts_support import (
 )
 from tests.harness import AuthnodeEnv, AuthnodeProcess, unique_email
 from tests.services import SmtpRecorder
-
-pytestmark = pytest.mark.parametrize("redis_target", ["single"], indirect=True)
 
 ATTACKER = "attacker@example.com"
 STRONG = "lilac tractor 42 sings"

@@ -75,7 +75,7 @@ class _Handler:
         self.recorder = recorder
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        failure = self.recorder.failure
+        failure = self.recorder._failure_for_this_message()
         if failure is not None:
             return failure
         raw = envelope.original_content or envelope.content
@@ -99,7 +99,8 @@ class SmtpRecorder:
     """Records messages; thread-safe. `url` is "smtp://127.0.0.1:PORT" (no TLS, no auth).
 
     `on_message` is called (in the server thread) for every recorded message.
-    `failure` set to an SMTP reply such as "451 4.3.0 try later" makes DATA fail with it.
+    `failure` set to an SMTP reply such as "451 4.3.0 try later" makes DATA fail with it;
+    `refuse_next(n)` makes only the next n DATA commands fail (`refused_at` has their times).
     stop()/start() keep the port, so an outage can be simulated.
     """
 
@@ -113,6 +114,9 @@ class SmtpRecorder:
         self.port = port if port is not None else free_port()
         self.on_message = on_message
         self.failure: str | None = None
+        self.refused_at: list[float] = []  # time.time() of each refusal by refuse_next
+        self._refusals_left = 0
+        self._refusal_reply = ""
         self._messages: list[RecordedMessage] = []
         self._lock = threading.Lock()
         self._controller: Controller | None = None
@@ -145,6 +149,24 @@ class SmtpRecorder:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+
+    def refuse_next(self, count: int, reply: str = "451 4.3.0 Try again later") -> None:
+        """Answer the next ``count`` DATA commands with ``reply`` (a transient failure by
+        default), then accept messages again."""
+        with self._lock:
+            self._refusals_left = count
+            self._refusal_reply = reply
+            self.refused_at.clear()
+
+    def _failure_for_this_message(self) -> str | None:
+        if self.failure is not None:
+            return self.failure
+        with self._lock:
+            if self._refusals_left <= 0:
+                return None
+            self._refusals_left -= 1
+            self.refused_at.append(time.time())
+            return self._refusal_reply
 
     def _record(self, message: RecordedMessage) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ from email.message import EmailMessage
 
 import anyio.lowlevel
 
-from authnode.mail import MailDeliveryError
+from authnode.mail import MailDeliveryError, OnAccepted
 
 
 class RecordingSender:
@@ -17,13 +17,15 @@ class RecordingSender:
         self.fail_with = fail_with
         self.closed = False
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, on_accepted: OnAccepted | None = None) -> None:
         if self.closed:
             raise RuntimeError("send() after aclose()")
         await anyio.lowlevel.checkpoint()  # a real sender always yields
         if self.fail_with is not None:
             raise self.fail_with
         self.sent.append(message)
+        if on_accepted is not None:
+            await on_accepted()
 
     async def aclose(self) -> None:
         self.closed = True
