@@ -109,6 +109,20 @@ def mongo(services_dir: Path, request: pytest.FixtureRequest) -> Iterator[Ferret
 
 
 @pytest.fixture(scope="session")
+def mongo_apart(services_dir: Path) -> Iterator[FerretDB]:
+    """FerretDB on SQLite files: a MongoDB-wire store that does not go down with the
+    session's PostgreSQL, for tests that stop one dependency at a time."""
+    server = FerretDB(free_port(), services_dir / "ferretdb-apart")
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def smtp_server() -> Iterator[SmtpRecorder]:
     recorder = SmtpRecorder()
     recorder.start()
