@@ -32,20 +32,25 @@ them together, in one Redis Cluster slot:
   least three; once it is reached the account is locked for every address until its
   window ends: that is the price of the bound.
 
-An attempt is **reserved before its password is checked**: :meth:`reserve_attempt` is one
-script that refuses if either counter is full and otherwise counts the attempt as a
-failure in both. Concurrent guesses therefore cannot all pass a check made before any of
-them counted: at most ``LOGIN_ACCOUNT_LIMIT``'s count of password checks per address and
-window, however many arrive at once. A right password then :meth:`release_attempt`:
-it clears this address's failures (the password was proved from it) and takes back its
-own count from the total (the other addresses' failures still count). A process that dies
-between the two leaves the attempt counted as a failure, the safe side. A refused attempt
-counts nothing, so hammering a locked address neither keeps it locked beyond its window
-nor pushes the account's total towards locking out everyone.
+An attempt is **reserved before its password is checked**:
+:meth:`RateLimiter.reserve_attempt` is one script that refuses if either counter is full
+and otherwise counts the attempt as a failure in both. Concurrent guesses therefore
+cannot all pass a check made before any of them counted: at most
+``LOGIN_ACCOUNT_LIMIT``'s count of password checks per address and window, however many
+arrive at once. A right password then releases the attempt
+(:meth:`RateLimiter.release_attempt`, one script): it clears this address's failures
+(the password was proved from it) and takes back its own count from the total (the other
+addresses' failures still count). A process that dies between the two leaves the attempt
+counted as a failure, the safe side. A refused attempt counts nothing, so hammering a
+locked address neither keeps it locked beyond its window nor pushes the account's total
+towards locking out everyone.
 
 The per-IP login limit (``login_ip``) is a separate key and script, checked first: it
 counts an address's attempts on every account, so its key cannot carry any one account's
-hash tag, and in a Redis Cluster no one script can reach it and the account's keys.
+hash tag, and in a Redis Cluster no one script can reach it and the account's keys. So a
+login makes two Redis calls with a wrong password (IP, reservation) and three with a right
+one (and the release): each is needed, the release because the reservation must be made
+before anyone knows whether the password is right.
 
 Every Redis error or an operation exceeding its deadline becomes
 :class:`authnode.errors.Unavailable` (``"redis"``): a clear 503, never a 500 or a hang.
