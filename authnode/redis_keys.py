@@ -41,6 +41,22 @@ def rate_limit(limit_name: str, subject: str) -> str:
     return f"{PREFIX}:rl:{limit_name}:{{{_digest(subject)}}}"
 
 
+def account_tag(address: str) -> str:
+    """The hash tag of everything the lockout keeps about one account (by its address, so
+    an address with no account locks the same way and tells nothing)."""
+    return "{a:" + _digest(address) + "}"
+
+
+def login_failures(address: str, client: str) -> str:
+    """Failed password checks of one account from one client address."""
+    return f"{PREFIX}:lock:{account_tag(address)}:c:{_digest(client)}"
+
+
+def login_failures_total(address: str) -> str:
+    """Failed password checks of one account from every client address together."""
+    return f"{PREFIX}:lock:{account_tag(address)}:all"
+
+
 def email_sent(idempotency_key: str) -> str:
     return f"{PREFIX}:mail:sent:{{{_digest(idempotency_key)}}}"
 

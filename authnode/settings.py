@@ -130,6 +130,8 @@ class Settings:
     stalled_job_after_s: int
     # Logging
     log_level: str
+    # --- lockout ---
+    login_account_total_limit: RateLimit
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -359,7 +361,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("CONNECTION_SHARE_WARN_PERCENT", "connection_share_warn_percent",
           _int_at_least(1), "25"),
     _Spec("LOGIN_ACCOUNT_LIMIT", "login_account_limit", _rate_limit, "10/15m",
-          help="failed logins per account before 429"),
+          help="failed password checks per account and client address before 429"),
     _Spec("LOGIN_IP_LIMIT", "login_ip_limit", _rate_limit, "100/15m"),
     _Spec("REGISTER_IP_LIMIT", "register_ip_limit", _rate_limit, "20/1h"),
     _Spec("FORGOT_IP_LIMIT", "forgot_ip_limit", _rate_limit, "20/1h"),
@@ -370,6 +372,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("STALLED_JOB_AFTER_S", "stalled_job_after_s", _int_at_least(5), "30",
           help="a running job whose worker is silent this long is retried"),
     _Spec("LOG_LEVEL", "log_level", _log_level, "info"),
+    # --- lockout ---
+    _Spec("LOGIN_ACCOUNT_TOTAL_LIMIT", "login_account_total_limit", _rate_limit, "100/1h",
+          help="failed password checks per account from all client addresses together"),
 )
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)

@@ -1,8 +1,9 @@
 """Logging in, refreshing, logging out, and checking a bearer token.
 
 Login for an unknown address verifies the password against a dummy hash, so it takes as
-long as a wrong password for a known one; failures count per account (shared by every
-instance through Redis) and lock the account for the rest of the window.
+long as a wrong password for a known one. Every password check is reserved against the
+account's lockout first (per client address, and per account across all addresses; see
+:mod:`authnode.ratelimit`), shared by every instance through Redis.
 
 Refresh tokens rotate on every use (one caller claims the token, then one update whose
 filter holds the current hash; see repositories/sessions). The token just replaced,
@@ -48,35 +49,48 @@ ROTATION_WAIT_S = 1.0
 
 async def login(accounts: Accounts, *, email: str, password: str, ip: str,
                 user_agent: str) -> IssuedTokens:
-    settings = accounts.settings
     address = lookup_email(email)
-    await accounts.limiter.check("login_ip", ip, settings.login_ip_limit)
-    lock = await accounts.limiter.peek("login_account", address, settings.login_account_limit)
-    if not lock.allowed:
-        raise AccountLocked(lock.retry_after_s)
-
+    # Its own script: this key counts the address on every account, so it cannot share an
+    # account's Redis Cluster slot (see authnode.ratelimit).
+    await accounts.limiter.check("login_ip", ip, accounts.settings.login_ip_limit)
+    await _reserve_attempt(accounts, address, ip)
     user = await accounts.users.by_email(address)
     if user is None:
         await accounts.hasher.verify_dummy(password)
-        await _count_failure(accounts, address)
         raise InvalidCredentials()
     if not await accounts.hasher.verify(user["password_hash"], password):
-        await _count_failure(accounts, address)
         raise InvalidCredentials()
+    await accounts.limiter.release_attempt(address, ip)
     if not user.get("email_verified"):
         raise EmailNotVerified()
     if user.get("disabled"):
         raise AccountDisabled()
-    if lock.count:
-        await accounts.limiter.reset("login_account", address)
     if accounts.hasher.needs_rehash(user["password_hash"]):
         new_hash = await accounts.hasher.hash(password)
         await accounts.users.rehash_password(user["_id"], user["password_hash"], new_hash)
     return await start_session(accounts, user, ip=ip, user_agent=user_agent)
 
 
-async def _count_failure(accounts: Accounts, address: str) -> None:
-    await accounts.limiter.hit("login_account", address, accounts.settings.login_account_limit)
+async def check_password(accounts: Accounts, user: dict[str, Any], password: str, *,
+                         ip: str) -> bool:
+    """Whether ``password`` is the user's, counted against the account's lockout as a
+    login from ``ip`` is (:class:`AccountLocked` while it is locked for ``ip``)."""
+    await _reserve_attempt(accounts, user["email"], ip)
+    if not await accounts.hasher.verify(user["password_hash"], password):
+        return False
+    await accounts.limiter.release_attempt(user["email"], ip)
+    return True
+
+
+async def _reserve_attempt(accounts: Accounts, address: str, ip: str) -> None:
+    """Count the attempt as a failure before its password is checked, so concurrent
+    guesses cannot all get a check; a right password releases it."""
+    settings = accounts.settings
+    reserved = await accounts.limiter.reserve_attempt(
+        address, ip, per_client=settings.login_account_limit,
+        total=settings.login_account_total_limit)
+    if not reserved.allowed:
+        raise AccountLocked(reserved.retry_after_s)
 
 
 async def start_session(accounts: Accounts, user: dict[str, Any], *, ip: str,

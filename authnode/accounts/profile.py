@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authnode.accounts.authentication import end_session
+from authnode.accounts.authentication import check_password, end_session
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import Principal, clean_name, iso, public_user
 from authnode.accounts.moderation import remove_account
@@ -33,11 +33,12 @@ async def rename(accounts: Accounts, principal: Principal, name: str | None) -> 
     return public_user(user)
 
 
-async def delete_account(accounts: Accounts, principal: Principal, *, password: str) -> None:
+async def delete_account(accounts: Accounts, principal: Principal, *, password: str,
+                         ip: str) -> None:
     user = await accounts.users.by_id(principal.user_id)
     if user is None:
         raise InvalidToken()
-    if not await accounts.hasher.verify(user["password_hash"], password):
+    if not await check_password(accounts, user, password, ip=ip):
         raise InvalidCredentials("The password is incorrect.")
     await remove_account(accounts, user["_id"])
 

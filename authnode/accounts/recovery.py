@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authnode.accounts.authentication import end_all_sessions
+from authnode.accounts.authentication import check_password, end_all_sessions
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import Principal, lookup_email
 from authnode.accounts.registration import email_token_hash
@@ -49,11 +49,11 @@ async def _token_user(accounts: Accounts, token_hash: str) -> dict[str, Any]:
 
 
 async def change_password(accounts: Accounts, principal: Principal, *, current_password: str,
-                          new_password: str) -> None:
+                          new_password: str, ip: str) -> None:
     user = await accounts.users.by_id(principal.user_id)
     if user is None:
         raise InvalidToken()
-    if not await accounts.hasher.verify(user["password_hash"], current_password):
+    if not await check_password(accounts, user, current_password, ip=ip):
         raise InvalidCredentials("The current password is incorrect.")
     accounts.policy.check(new_password, email=user["email"])
     password_hash = await accounts.hasher.hash(new_password)

@@ -129,12 +129,14 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @validate_request(schemas.ChangePasswordRequest)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 422)
+    @document_response(schemas.Error, 429)
     @no_content()
     async def change(data: schemas.ChangePasswordRequest) -> Response:
-        """Change the password; every other session ends."""
+        """Change the password; every other session ends. A wrong current password
+        counts against the account's lockout as a failed login does (429 when locked)."""
         await recovery.change_password(accounts, g.principal,
                                        current_password=data.current_password,
-                                       new_password=data.new_password)
+                                       new_password=data.new_password, ip=ip())
         return _empty()
 
     return bp

@@ -13,6 +13,7 @@ from authnode.accounts.context import Accounts
 from authnode.api import schemas
 from authnode.api.access import USER, requires
 from authnode.api.documentation import no_content
+from authnode.api.requests import client_ip
 
 
 def _etag(body: bytes) -> str:
@@ -21,6 +22,7 @@ def _etag(body: bytes) -> str:
 
 def users_blueprint(accounts: Accounts) -> Blueprint:
     bp = Blueprint("users", __name__)
+    trust = accounts.settings.trust_forwarded_for
 
     @bp.get("/v1/users/me")
     # The cached profile is read with the revocation marks: one Redis round trip, not two.
@@ -52,10 +54,13 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
     @requires(USER)
     @validate_request(schemas.DeleteAccountRequest)
     @document_response(schemas.Error, 401)
+    @document_response(schemas.Error, 429)
     @no_content()
     async def delete_me(data: schemas.DeleteAccountRequest) -> Response:
-        """Delete the account, its sessions and tokens. Needs the password."""
-        await profile.delete_account(accounts, g.principal, password=data.password)
+        """Delete the account, its sessions and tokens. Needs the password; a wrong one
+        counts against the account's lockout as a failed login does (429 when locked)."""
+        await profile.delete_account(accounts, g.principal, password=data.password,
+                                     ip=client_ip(request, trust_forwarded_for=trust))
         return Response("", status=204)
 
     @bp.get("/v1/sessions")

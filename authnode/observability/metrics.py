@@ -226,8 +226,8 @@ class Metrics:
             outcome = login_outcome(error)
             self.logins.labels(outcome=outcome).inc()
             if outcome == "locked":
-                # The lockout is checked with a peek, which counts nothing and so never
-                # reaches the limiter's on_refused hook; the refusal is counted here.
+                # A refused lockout reservation does not call the limiter's on_refused
+                # hook (its caller reports it); the refusal is counted here.
                 self.rate_limit_refused("login_account")
             raise
         self.logins.labels(outcome="success").inc()

@@ -135,45 +135,6 @@ async def test_two_instances_count_together(redis_target: RedisTarget) -> None:
                 group.start_soon(hit, instances[index % 2])
 
         assert sorted(counts) == list(range(1, 31))  # atomic: no lost or double count
-        peeked = await instances[0].peek("login", subject, limit)
-        assert peeked.count == 30
-        assert not peeked.allowed
-
-
-async def test_peek_does_not_count(redis_target: RedisTarget) -> None:
-    limit = RateLimit(count=2, window_s=60)
-    subject = _subject()
-    async with _client(redis_target.url, redis_target.mode) as client:
-        limiter = RedisRateLimiter(client)
-        empty = await limiter.peek("login", subject, limit)
-        assert (empty.allowed, empty.count, empty.remaining) == (True, 0, 2)
-        for _ in range(5):
-            await limiter.peek("login", subject, limit)
-        assert await client.exists(redis_keys.rate_limit("login", subject)) == 0
-
-        await limiter.hit("login", subject, limit)
-        once = await limiter.peek("login", subject, limit)
-        assert (once.allowed, once.count, once.remaining) == (True, 1, 1)
-
-        await limiter.hit("login", subject, limit)
-        full = await limiter.peek("login", subject, limit)  # one more would be refused
-        assert (full.allowed, full.count, full.remaining) == (False, 2, 0)
-        assert 0 < full.retry_after_s <= limit.window_s
-        assert (await limiter.peek("login", subject, limit)).count == 2
-
-
-async def test_reset_forgets_the_events(redis_target: RedisTarget) -> None:
-    limit = RateLimit(count=1, window_s=60)
-    subject = _subject()
-    async with _client(redis_target.url, redis_target.mode) as client:
-        limiter = RedisRateLimiter(client)
-        await limiter.hit("login", subject, limit)
-        assert not (await limiter.hit("login", subject, limit)).allowed
-        await limiter.reset("login", subject)
-        decision = await limiter.hit("login", subject, limit)
-        assert decision.allowed
-        assert decision.count == 1
-        await limiter.reset("login", _subject())  # resetting nothing is fine
 
 
 async def test_on_refused_is_called_with_the_limit_name(redis_target: RedisTarget) -> None:
@@ -183,7 +144,6 @@ async def test_on_refused_is_called_with_the_limit_name(redis_target: RedisTarge
     async with _client(redis_target.url, redis_target.mode) as client:
         limiter = RedisRateLimiter(client, on_refused=refused.append)
         await limiter.hit("register_ip", subject, limit)
-        await limiter.peek("register_ip", subject, limit)
         assert refused == []
         await limiter.hit("register_ip", subject, limit)
         with pytest.raises(RateLimited):
@@ -211,9 +171,3 @@ async def test_outage_is_unavailable_quickly(redis_target: RedisTarget) -> None:
         with anyio.fail_after(5):
             with pytest.raises(Unavailable):
                 await limiter.check("login", _subject(), limit)
-        with anyio.fail_after(5):
-            with pytest.raises(Unavailable):
-                await limiter.peek("login", _subject(), limit)
-        with anyio.fail_after(5):
-            with pytest.raises(Unavailable):
-                await limiter.reset("login", _subject())

@@ -156,7 +156,8 @@ def _fuzz_operation(operation: Any, base_url: str, http: requests.Session,
 
 def test_every_operation_survives_fuzzing(authnode_env: AuthnodeEnv,
                                           smtp: SmtpRecorder) -> None:
-    env = authnode_env.with_overrides(LOGIN_ACCOUNT_LIMIT="100000/15m")
+    env = authnode_env.with_overrides(LOGIN_ACCOUNT_LIMIT="100000/15m",
+                                      LOGIN_ACCOUNT_TOTAL_LIMIT="100000/1h")
     server = env.start("all")
     try:
         _run(server.url, server.client, smtp)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from authnode.errors import RateLimited
-from authnode.ratelimit import Decision, NullRateLimiter, RateLimiter, decide
+from authnode.ratelimit import (
+    Decision,
+    NullRateLimiter,
+    RateLimiter,
+    decide,
+    decide_reservation,
+)
 from authnode.settings import RateLimit
 
 LIMIT = RateLimit(count=3, window_s=60)
@@ -32,11 +38,28 @@ def test_unknown_expiry_counts_as_a_full_window() -> None:
     assert decide(9, 0, LIMIT).retry_after_s == 60
 
 
-def test_peek_answers_whether_one_more_event_would_be_allowed() -> None:
-    assert decide(0, -2, LIMIT, counted=False).allowed
-    assert decide(2, 5000, LIMIT, counted=False) == Decision(True, 2, 1, 0)
-    refused = decide(3, 5000, LIMIT, counted=False)
-    assert refused == Decision(allowed=False, count=3, remaining=0, retry_after_s=5)
+PER_CLIENT = RateLimit(count=3, window_s=60)
+TOTAL = RateLimit(count=10, window_s=3600)
+
+
+def test_a_reservation_allowed_reports_what_is_left_of_the_tighter_counter() -> None:
+    # [allowed, failures from this client, failures from all clients, wait ms]
+    assert decide_reservation([1, 1, 1, 0], per_client=PER_CLIENT, total=TOTAL) == \
+        Decision(allowed=True, count=1, remaining=2, retry_after_s=0)
+    assert decide_reservation([1, 2, 9, 0], per_client=PER_CLIENT, total=TOTAL) == \
+        Decision(allowed=True, count=2, remaining=1, retry_after_s=0)
+
+
+def test_a_refused_reservation_waits_for_the_counter_that_refused() -> None:
+    assert decide_reservation([0, 3, 3, 12_001], per_client=PER_CLIENT, total=TOTAL) == \
+        Decision(allowed=False, count=3, remaining=0, retry_after_s=13)
+    assert decide_reservation([0, 1, 10, 3_599_000], per_client=PER_CLIENT, total=TOTAL) == \
+        Decision(allowed=False, count=1, remaining=0, retry_after_s=3599)
+
+
+def test_a_refused_reservation_expiring_now_still_says_one_second() -> None:
+    refused = decide_reservation([0, 3, 3, 0], per_client=PER_CLIENT, total=TOTAL)
+    assert refused.retry_after_s == 1
 
 
 def test_retry_after_fits_the_rate_limited_error() -> None:
@@ -50,6 +73,8 @@ async def test_null_limiter_allows_everything() -> None:
     for _ in range(10):
         decision = await limiter.check("login", "someone", RateLimit(count=1, window_s=1))
         assert decision.allowed
-    assert (await limiter.peek("login", "someone", LIMIT)).allowed
-    await limiter.reset("login", "someone")
+    reserved = await limiter.reserve_attempt("someone@example.com", "192.0.2.1",
+                                             per_client=PER_CLIENT, total=TOTAL)
+    assert reserved.allowed
+    await limiter.release_attempt("someone@example.com", "192.0.2.1")
 
