@@ -130,6 +130,8 @@ class Settings:
     stalled_job_after_s: int
     # Logging
     log_level: str
+    # --- keys ---
+    secret_key_previous: Secret | None
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -280,6 +282,20 @@ def _log_level(raw: str) -> str:
     return _choice("debug", "info", "warning", "error")(raw).upper()
 
 
+# --- keys ---
+_PREVIOUS_SECRET_MIN_CHARS = 32  # the least SECRET_KEY has ever accepted
+
+
+def _previous_secret(raw: str) -> Secret | None:
+    """The SECRET_KEY being rotated away from: checked only for length, because a secret
+    is often rotated precisely because it no longer passes today's checks."""
+    if not raw:
+        return None
+    if len(raw) < _PREVIOUS_SECRET_MIN_CHARS:
+        raise ValueError(f"expected at least {_PREVIOUS_SECRET_MIN_CHARS} characters")
+    return Secret(raw)
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -370,6 +386,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("STALLED_JOB_AFTER_S", "stalled_job_after_s", _int_at_least(5), "30",
           help="a running job whose worker is silent this long is retried"),
     _Spec("LOG_LEVEL", "log_level", _log_level, "info"),
+    # --- keys ---
+    _Spec("SECRET_KEY_PREVIOUS", "secret_key_previous", _previous_secret, "", secret=True,
+          help="the SECRET_KEY before a rotation; only opens signing keys stored under it"),
 )
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)
