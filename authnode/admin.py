@@ -20,7 +20,8 @@ async def migrate(settings: Settings) -> list[str]:
         lines.append("mongodb: indexes ensured")
     finally:
         await mongo.close()
-    lines.append(await restamp_signing_keys(settings))
+    if restamped := await restamp_signing_keys(settings):
+        lines.append(restamped)
     jobs = create_job_app(settings)
     await jobs.open_async()
     try:
@@ -176,8 +177,9 @@ async def list_keys(settings: Settings) -> list[dict[str, Any]]:
              for name, value in row.items()} for row in rows]
 
 
-async def restamp_signing_keys(settings: Settings) -> str:
-    """Bring stored signing keys under SECRET_KEY (for ``authnode migrate``)."""
+async def restamp_signing_keys(settings: Settings) -> str | None:
+    """Bring stored signing keys under SECRET_KEY (for ``authnode migrate``); a line to
+    show when it changed or refused anything."""
     from authnode.clients.mongo import create_mongo
     from authnode.repositories.signing_keys import SigningKeyRepository
     from authnode.tokens.keyring import restamp_keys
@@ -191,6 +193,8 @@ async def restamp_signing_keys(settings: Settings) -> str:
                                               settings.secret_key_previous)
     finally:
         await mongo.close()
+    if not updated and not refused:
+        return None
     line = f"signing keys: {updated} sealed and MACed under SECRET_KEY"
     if refused:
         line += (f"; {len(refused)} refused (no valid MAC under SECRET_KEY or "

@@ -9,6 +9,8 @@
 - SECRET_KEY rotated with SECRET_KEY_PREVIOUS: tokens keep verifying, `authnode migrate`
   re-seals the stored keys under the new secret, new keys are written under it, and the
   previous secret can then be dropped.
+- Keys stored by a version without MACs are refused until ``authnode migrate`` stamps
+  them (after checking that their sealed private half opens under SECRET_KEY).
 - A retired key is purged from FerretDB once it can verify nothing.
 
 The minted tokens use only PyJWT and the test's own knowledge of SECRET_KEY (as a thief
@@ -186,6 +188,10 @@ def test_a_retired_key_is_refused_by_both_of_two_processes(
         for process in processes:
             assert_access_works(process.client, fresh, f"the new key ({process.port})")
 
+        listed = json.loads(authnode_env.run("keys", "list", "--json").stdout)
+        assert {row["kid"]: row["status"] for row in listed} == {
+            kid: "retired", result["kid"]: "current"}
+
         again = authnode_env.run("keys", "retire", "noSuchKid")
         assert again.returncode == 1 and "noSuchKid" in again.stderr
     print(f"\nretired key refused by both processes {took_s:.1f} s after `keys retire` returned "
@@ -271,6 +277,32 @@ def test_secret_key_rotation_keeps_tokens_and_moves_keys_to_the_new_secret(
         assert _kid(token) == rotated["kid"]
         assert_access_works(process.client, token, "token of the key written after")
     print("\nSECRET_KEY rotated: tokens kept verifying; keys re-sealed under the new secret")
+
+
+# --------------------------------------------------------------------------- upgrade
+
+
+def test_keys_stored_before_macs_are_refused_until_migrate_stamps_them(
+        authnode_env: AuthnodeEnv, smtp: SmtpRecorder,
+        keys: Collection[dict[str, Any]]) -> None:
+    with running(authnode_env, "all") as before:
+        email, _ = register_verified(before.client, smtp)
+        token = login(before.client, email)["access_token"]
+    keys.update_many({}, {"$unset": {"mac": ""}})  # as a version without MACs stored them
+
+    refused = authnode_env.start("api", wait=False)
+    try:
+        code = refused.proc.wait(60)
+    finally:
+        refused.kill()
+    assert code != 0
+    assert "authnode migrate" in refused.logs()
+
+    migrated = authnode_env.run("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "signing keys: 1 sealed and MACed under SECRET_KEY" in migrated.stdout
+    with running(authnode_env, "api") as after:
+        assert_access_works(after.client, token, "token signed before the upgrade")
 
 
 # --------------------------------------------------------------------------- purge

@@ -609,3 +609,18 @@ async def test_describe_names_every_key_and_its_status() -> None:
         planted: "refused", third.kid: "current", second.kid: "retired",
         first.kid: "expired"}
     assert "MAC" in rows[planted]["detail"]
+
+
+def test_secret_key_previous_is_optional_masked_and_checked_for_length() -> None:
+    from authnode.settings import SettingsError, describe, load_settings
+    from authnode.tuning import HostResources
+
+    host = HostResources(cpus=2, memory_bytes=8 << 30)
+    base = {"SECRET_KEY": SECRET.reveal()}
+    assert load_settings(base, host=host).secret_key_previous is None
+    settings = load_settings({**base, "SECRET_KEY_PREVIOUS": OLD_SECRET.reveal()}, host=host)
+    assert settings.secret_key_previous == OLD_SECRET
+    assert ("SECRET_KEY_PREVIOUS", "********", "environment") in describe(settings)
+    with pytest.raises(SettingsError, match=r"^SECRET_KEY_PREVIOUS: ") as error:
+        load_settings({**base, "SECRET_KEY_PREVIOUS": "short"}, host=host)
+    assert "short" not in str(error.value)
