@@ -338,29 +338,25 @@ class KeyRing:
         return view
 
     async def _refresh_locked(self) -> None:
-        view = await self._read_creating()
-        if view.signing is None:
-            log.error("no usable signing key in the store; signing goes on with the key "
-                      "in memory")
-        self._adopt(view)
+        self._adopt(await self._read_creating())
         self._next_refresh_at = self._clock() + self._refresh_interval_s
 
     def _adopt(self, view: _View) -> None:
         for kid, reason in view.problems.items():
-            if (kid, reason) not in self._reported:  # once per key, not every 5 s
-                self._reported.add((kid, reason))
-                log.error("ignoring a stored signing key: %s", reason)
+            self._report(kid, f"ignoring a stored signing key: {reason}")
         signing = view.signing
         trusted = dict(view.trusted)
         kept = self._signing
         if signing is None and kept is not None:
             # Nothing in the store this instance can sign with (SECRET_KEY differs from the
             # instance that wrote it?): go on with the key we had, unless it was retired.
-            if kept.kid in view.retired:
-                log.error("the signing key in memory was retired and the store offers no "
-                          "other; tokens are refused until a new key is stored")
-            else:
+            retired = kept.kid in view.retired
+            if not retired:
                 trusted.setdefault(kept.kid, (kept, math.inf))
+            self._report(kept.kid, "no usable signing key in the store; "
+                         + ("the key in memory was retired: tokens are refused until a new "
+                            "key is stored" if retired else
+                            f"signing goes on with {kept.kid}, the key in memory"))
             signing = kept
         if signing is None:
             raise SigningKeyError("no usable signing key in the store")
@@ -368,6 +364,12 @@ class KeyRing:
         self._trusted = trusted
         self._refused = frozenset(view.refused - trusted.keys())
         self._newest_generation = max(view.newest_generation, signing.generation)
+
+    def _report(self, kid: str, message: str) -> None:
+        """Log an error once per kid and message, not on every re-read (every 5 s)."""
+        if (kid, message) not in self._reported:
+            self._reported.add((kid, message))
+            log.error("%s", message)
 
     def _judge(self, docs: list[dict[str, Any]]) -> _View:
         """Sort ``docs`` (newest first) into the key that signs, the keys that verify and
