@@ -394,13 +394,21 @@ class KeyRing:
             if key.retired_at is not None:
                 view.retired[key.kid] = key
                 view.refused.add(key.kid)
-        if not live:
+        # The current key must open: retiring deletes the private half, so a retired key
+        # "un-retired" by someone who can write to MongoDB (retired_at is not under the MAC)
+        # can never become current again; at most it is the previous key, for the window.
+        while live:
+            _, newest = live[0]
+            signing = self._open(next(doc for doc in docs if doc.get("_id") == newest.kid),
+                                 newest, view)
+            if signing is not None:
+                break
+            view.refused.add(newest.kid)
+            live.pop(0)
+        else:
             return view
-        _, newest = live[0]
-        signing = self._open(next(doc for doc in docs if doc.get("_id") == newest.kid),
-                             newest, view)
         view.signing = signing
-        view.trusted[newest.kid] = (signing or newest, math.inf)
+        view.trusted[newest.kid] = (signing, math.inf)
         if len(live) > 1:
             index, previous = live[1]
             replaced_at = view.authentic[index - 1].created_at.timestamp()

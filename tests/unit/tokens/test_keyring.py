@@ -540,6 +540,26 @@ async def test_when_every_key_is_retired_a_new_one_is_made() -> None:
     assert ring.current_signing_key().generation == 2
 
 
+@pytest.mark.anyio
+async def test_a_retired_key_un_retired_in_the_store_never_signs_or_verifies_again() -> None:
+    """Someone who can write to MongoDB removes the retirement and the keys after it."""
+    store, clock = MemoryKeyStore(), FakeClock()
+    ring = _ring(store, clock)
+    await ring.load()
+    compromised = ring.current_signing_key()
+    clock.advance(60)
+    replacement = await ring.retire(compromised.kid)
+    clock.advance(WINDOW_S)
+    store.docs = [doc for doc in store.docs if doc["_id"] != replacement.kid]
+    for doc in store.docs:
+        doc.pop("retired_at", None)
+    other = _ring(store, clock)
+    with pytest.raises(SigningKeyError, match="no sealed private key"):
+        await other.load()
+    await ring.refresh()
+    assert await ring.public_key_for(compromised.kid) is None
+
+
 # --------------------------------------------------------------------- purge
 
 
