@@ -20,6 +20,8 @@ async def migrate(settings: Settings) -> list[str]:
         lines.append("mongodb: indexes ensured")
     finally:
         await mongo.close()
+    if restamped := await restamp_signing_keys(settings):
+        lines.append(restamped)
     jobs = create_job_app(settings)
     await jobs.open_async()
     try:
@@ -152,3 +154,49 @@ async def rotate_key(settings: Settings) -> dict[str, Any]:
         key = await stack.keyring.rotate()
         return {"kid": key.kid, "created_at": key.created_at.isoformat(),
                 "published": [jwk["kid"] for jwk in stack.keyring.jwks()["keys"]]}
+
+
+async def retire_key(settings: Settings, kid: str) -> dict[str, Any]:
+    """Stop trusting ``kid`` on every instance (within the key ring's refresh interval)."""
+    from authnode.stack import open_stack
+    from authnode.tokens.keyring import KEY_REFRESH_S
+
+    async with open_stack(settings) as stack:
+        current = await stack.keyring.retire(kid)
+        return {"retired": kid, "kid": current.kid,
+                "published": [jwk["kid"] for jwk in stack.keyring.jwks()["keys"]],
+                "everywhere_within_s": KEY_REFRESH_S}
+
+
+async def list_keys(settings: Settings) -> list[dict[str, Any]]:
+    from authnode.stack import open_stack
+
+    async with open_stack(settings, load_keys=False) as stack:
+        rows = await stack.keyring.describe()
+    return [{name: value.isoformat() if hasattr(value, "isoformat") else value
+             for name, value in row.items()} for row in rows]
+
+
+async def restamp_signing_keys(settings: Settings) -> str | None:
+    """Bring stored signing keys under SECRET_KEY (for ``authnode migrate``); a line to
+    show when it changed or refused anything."""
+    from authnode.clients.mongo import create_mongo
+    from authnode.repositories.signing_keys import SigningKeyRepository
+    from authnode.tokens.keyring import restamp_keys
+
+    if settings.secret_key is None:
+        return "signing keys: SECRET_KEY not set; MACs not checked"
+    mongo = create_mongo(settings)
+    try:
+        updated, refused = await restamp_keys(SigningKeyRepository(mongo.primary),
+                                              settings.secret_key,
+                                              settings.secret_key_previous)
+    finally:
+        await mongo.close()
+    if not updated and not refused:
+        return None
+    line = f"signing keys: {updated} sealed and MACed under SECRET_KEY"
+    if refused:
+        line += (f"; {len(refused)} refused (no valid MAC under SECRET_KEY or "
+                 f"SECRET_KEY_PREVIOUS): {', '.join(refused)}")
+    return line

@@ -307,10 +307,42 @@ def keys() -> None:
 @json_option
 @click.pass_context
 def keys_rotate(ctx: click.Context, as_json: bool) -> None:
-    """Start signing with a new key now. The previous key stays published, so tokens it
-    signed keep working; rotating twice in a row retires the one before it at once."""
+    """Start signing with a new key now. The previous key stays published for the
+    access-token lifetime (plus 10 s), so tokens it signed keep working; rotating twice in
+    a row stops trusting the one before it at once."""
     from authnode.admin import rotate_key
 
     result = _run_admin(ctx, rotate_key)
     _emit(result, as_json, f"signing with {result['kid']}; published: "
                            f"{', '.join(result['published'])}")
+
+
+@keys.command("retire")
+@click.argument("kid")
+@json_option
+@click.pass_context
+def keys_retire(ctx: click.Context, kid: str, as_json: bool) -> None:
+    """Stop trusting a (compromised) key: tokens it signed are refused on every instance
+    within 5 s. Retiring the current key first rotates to a new one."""
+    from authnode.admin import retire_key
+
+    result = _run_admin(ctx, retire_key, kid)
+    _emit(result, as_json, f"retired {result['retired']}; signing with {result['kid']}; "
+                           f"every instance refuses it within "
+                           f"{result['everywhere_within_s']:g} s")
+
+
+@keys.command("list")
+@json_option
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    """Every stored key: current, previous (and until when), retired, expired or refused."""
+    from authnode.admin import list_keys
+
+    rows = _run_admin(ctx, list_keys)
+    human = "\n".join(
+        f"{row['kid']}  generation={row['generation']}  {row['status']}"
+        + "".join(f"  {name}={row[name]}" for name in ("trusted_until", "retired_at",
+                                                         "detail") if name in row)
+        + f"  created {row['created_at']}" for row in rows) or "no keys"
+    _emit(rows, as_json, human)

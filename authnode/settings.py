@@ -132,6 +132,8 @@ class Settings:
     log_level: str
     # --- lockout ---
     login_account_total_limit: RateLimit
+    # --- keys ---
+    secret_key_previous: Secret | None
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -282,6 +284,20 @@ def _log_level(raw: str) -> str:
     return _choice("debug", "info", "warning", "error")(raw).upper()
 
 
+# --- keys ---
+_PREVIOUS_SECRET_MIN_CHARS = 32  # the least SECRET_KEY has ever accepted
+
+
+def _previous_secret(raw: str) -> Secret | None:
+    """The SECRET_KEY being rotated away from: checked only for length, because a secret
+    is often rotated precisely because it no longer passes today's checks."""
+    if not raw:
+        return None
+    if len(raw) < _PREVIOUS_SECRET_MIN_CHARS:
+        raise ValueError(f"expected at least {_PREVIOUS_SECRET_MIN_CHARS} characters")
+    return Secret(raw)
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -375,6 +391,9 @@ SPECS: tuple[_Spec, ...] = (
     # --- lockout ---
     _Spec("LOGIN_ACCOUNT_TOTAL_LIMIT", "login_account_total_limit", _rate_limit, "100/1h",
           help="failed password checks per account from all client addresses together"),
+    # --- keys ---
+    _Spec("SECRET_KEY_PREVIOUS", "secret_key_previous", _previous_secret, "", secret=True,
+          help="the SECRET_KEY before a rotation; only opens signing keys stored under it"),
 )
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)

@@ -98,7 +98,9 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
         limiter = RedisRateLimiter(redis,
                                    on_refused=metrics.rate_limit_refused)
         keyring = KeyRing(SigningKeyRepository(mongo.primary), secret,
-                          rotation_s=settings.signing_key_rotation_s)
+                          rotation_s=settings.signing_key_rotation_s,
+                          access_token_ttl_s=settings.access_token_ttl_s,
+                          previous_secret=settings.secret_key_previous)
         if load_keys:
             await keyring.load()
         hasher = PasswordHasher(memory_kib=settings.argon2_memory_kib,

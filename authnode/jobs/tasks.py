@@ -76,11 +76,16 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
     @app.periodic(cron="*/5 * * * *", periodic_id="rotate_keys")
     @app.task(name="authnode.rotate_signing_key", queue=MAINTENANCE_QUEUE, pass_context=True)
     async def rotate_signing_key(context: JobContext, timestamp: int) -> None:
+        """Rotate when due, and purge keys that can no longer verify anything."""
         worker = _worker_context(context)
         rotated = await worker.keyring.rotate_if_due()
         if rotated:
             log.info("signing key rotated", extra={"task": "authnode.rotate_signing_key",
                                                    "outcome": "rotated"})
+        purged = await worker.keyring.purge()
+        if purged:
+            log.info("signing keys purged", extra={"task": "authnode.rotate_signing_key",
+                                                   "outcome": f"purged={len(purged)}"})
 
 
 async def requeue_stalled(app: procrastinate.App, after_s: int) -> int:

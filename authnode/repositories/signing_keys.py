@@ -8,10 +8,10 @@ another instance must be visible at once, or tokens it signs would fail to verif
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ASCENDING, DESCENDING, ReadPreference
 from pymongo.asynchronous.collection import AsyncCollection
@@ -64,12 +64,34 @@ class SigningKeyRepository:
                 [("generation", DESCENDING), ("created_at", DESCENDING)]).limit(limit)
             return [doc async for doc in cursor]
 
-    async def delete_older_than(self, cutoff: datetime, *, keep: int = 2) -> int:
-        """Delete keys created before ``cutoff``, never one of the newest ``keep``."""
-        if keep < 2:
-            raise ValueError("keep must be at least 2 (the current and the previous key)")
-        kept = [doc["_id"] for doc in await self.newest(keep)]
+    async def retire(self, kid: str, at: datetime) -> Literal["retired", "already retired",
+                                                               "missing"]:
+        """Mark ``kid`` retired at ``at`` (kept if it already was) and drop its sealed
+        private half: a compromised key must never sign again, even if un-retired."""
         with _outage_as_unavailable():
-            result = await self._keys.delete_many(
-                {"created_at": {"$lt": cutoff}, "_id": {"$nin": kept}})
+            result = await self._keys.update_one(
+                {"_id": kid, "retired_at": None},
+                {"$set": {"retired_at": at}, "$unset": {"sealed_private_key": ""}})
+            if result.matched_count:
+                return "retired"
+            found = await self._keys.count_documents({"_id": kid}, limit=1)
+        return "already retired" if found else "missing"
+
+    async def update(self, kid: str, expected_mac: bytes | None,
+                     fields: Mapping[str, Any]) -> bool:
+        """Set ``fields`` on ``kid`` if its ``mac`` is still ``expected_mac`` (None: the
+        document has none); False if it changed meanwhile or is gone."""
+        condition: Document = {"_id": kid, "mac": expected_mac}
+        if expected_mac is None:
+            condition["mac"] = {"$exists": False}
+        with _outage_as_unavailable():
+            result = await self._keys.update_one(condition, {"$set": dict(fields)})
+        return result.matched_count == 1
+
+    async def delete(self, kids: Sequence[str]) -> int:
+        """Delete these keys (the purge job decides which: see KeyRing.purge)."""
+        if not kids:
+            return 0
+        with _outage_as_unavailable():
+            result = await self._keys.delete_many({"_id": {"$in": list(kids)}})
         return result.deleted_count

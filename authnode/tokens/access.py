@@ -11,7 +11,9 @@ against the injected clock.
 
 A token that verified once is remembered (by its SHA-256, in a bounded table) until it
 expires, so a client's repeated requests skip the header parsing and the Ed25519 check
-(about a tenth of the CPU of a GET /v1/users/me, bench/README.md). Revocation is not
+(about a tenth of the CPU of a GET /v1/users/me, bench/README.md). Every use of a
+remembered token asks the key ring again whether its key is still trusted, so a retired
+key (or a previous key past its trust window) ends its tokens at once. Revocation is not
 cached: callers check it in Redis on every request.
 """
 
@@ -33,13 +35,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from authnode.errors import InvalidToken
-from authnode.tokens.keyring import KeyRing
+from authnode.tokens.keyring import CLOCK_SKEW_S, KeyRing
 from authnode.tokens.signing_keys import ALGORITHM, KID_PATTERN
 
 MAX_TOKEN_CHARS = 4096
 MAX_HEADER_CHARS = 512
 MAX_CLAIM_CHARS = 256
-LEEWAY_S = 5
+LEEWAY_S = CLOCK_SKEW_S  # the key ring's trust of a previous key allows for it too
 _JTI_BYTES = 16
 VERIFIED_CACHE_SIZE = 8192
 
@@ -168,7 +170,8 @@ class AccessTokens:
             claims, kid, key = known
             now = self._clock()
             await self._keyring.maybe_refresh()
-            # Still within the time rules of _check_claims, and its key not retired since.
+            # Still within the time rules of _check_claims, and its key still trusted
+            # (not retired, not a previous key past its window).
             if (claims.exp > now - LEEWAY_S and claims.iat <= now + LEEWAY_S
                     and await self._keyring.public_key_for(kid) is key):
                 return claims

@@ -96,7 +96,7 @@ def test_key_rotation_keeps_old_tokens_valid(authnode: AuthnodeProcess,
     rotated = admin(authnode_env, "keys", "rotate")
     assert rotated["kid"] not in before and len(rotated["published"]) == 2
 
-    # Instances re-read the key ring every 30 s; a process started now signs with it.
+    # Instances re-read the key ring every 5 s; a process started now signs with it.
     fresh = authnode_env.start("api")
     try:
         jwks = fresh.client.get("/.well-known/jwks.json").json()["keys"]

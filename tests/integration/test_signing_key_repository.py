@@ -15,7 +15,7 @@ from authnode.errors import Unavailable
 from authnode.repositories.signing_keys import SigningKeyRepository
 from authnode.settings import Secret, Settings, load_settings
 from authnode.tokens.access import AccessTokens
-from authnode.tokens.keyring import KeyRing
+from authnode.tokens.keyring import KeyRing, restamp_keys
 from authnode.tokens.signing_keys import from_document, generate_signing_key, to_document
 from authnode.tuning import HostResources
 
@@ -66,7 +66,7 @@ async def test_documents_round_trip(repo: SigningKeyRepository) -> None:
     assert await repo.insert(to_document(key, SECRET)) is True
     [stored] = await repo.newest(5)
     assert isinstance(stored["sealed_private_key"], bytes)
-    back = from_document(stored, SECRET)
+    back = from_document(stored, [SECRET], private=True)
     assert (back.kid, back.generation, back.created_at) == (
         key.kid, key.generation, key.created_at)
     assert back.private_key is not None
@@ -106,16 +106,61 @@ async def test_reads_go_to_the_primary_even_from_the_replica_handle(
 
 
 @pytest.mark.anyio
-async def test_delete_older_than_keeps_the_newest(repo: SigningKeyRepository) -> None:
-    for generation in range(1, 6):
-        await repo.insert(_doc(generation, T0 + timedelta(days=generation)))
-    deleted = await repo.delete_older_than(T0 + timedelta(days=3, hours=1))
-    assert deleted == 3
-    assert [d["generation"] for d in await repo.newest(10)] == [5, 4]
-    assert await repo.delete_older_than(T0 + timedelta(days=100)) == 0
-    assert [d["generation"] for d in await repo.newest(10)] == [5, 4]
-    with pytest.raises(ValueError):
-        await repo.delete_older_than(T0, keep=1)
+async def test_retire_marks_once_drops_the_private_half_and_names_missing_kids(
+        repo: SigningKeyRepository) -> None:
+    doc = _doc(1, T0)
+    await repo.insert(doc)
+    at = T0.replace(microsecond=987000) + timedelta(hours=1)  # BSON keeps milliseconds
+    assert await repo.retire(str(doc["_id"]), at) == "retired"
+    assert await repo.retire(str(doc["_id"]), at + timedelta(hours=1)) == "already retired"
+    assert await repo.retire("noSuchKid", at) == "missing"
+    [stored] = await repo.newest(1)
+    assert stored["retired_at"] == at  # the first retirement is kept
+    assert "sealed_private_key" not in stored
+    assert from_document(stored, [SECRET]).retired_at == at
+
+
+@pytest.mark.anyio
+async def test_update_applies_only_while_the_mac_is_unchanged(
+        repo: SigningKeyRepository) -> None:
+    legacy = _doc(1, T0)
+    mac = legacy.pop("mac")
+    await repo.insert(legacy)
+    kid = str(legacy["_id"])
+    assert await repo.update(kid, b"other", {"mac": mac}) is False
+    assert await repo.update(kid, None, {"mac": mac}) is True  # had none
+    assert await repo.update(kid, None, {"mac": b"x"}) is False  # has one now
+    assert await repo.update(kid, mac, {"mac": mac}) is True
+    assert await repo.update("noSuchKid", None, {"mac": mac}) is False
+    [stored] = await repo.newest(1)
+    assert from_document(stored, [SECRET], private=True).private_key is not None
+
+
+@pytest.mark.anyio
+async def test_delete_removes_exactly_the_named_keys(repo: SigningKeyRepository) -> None:
+    docs = [_doc(generation, T0) for generation in (1, 2, 3)]
+    for doc in docs:
+        await repo.insert(doc)
+    assert await repo.delete([]) == 0
+    assert await repo.delete([str(docs[0]["_id"]), str(docs[2]["_id"]), "noSuchKid"]) == 2
+    assert [d["_id"] for d in await repo.newest(10)] == [docs[1]["_id"]]
+
+
+@pytest.mark.anyio
+async def test_migrate_restamps_legacy_and_previous_secret_keys_on_ferretdb(
+        repo: SigningKeyRepository) -> None:
+    old = Secret("o" * 40)
+    legacy = _doc(1, T0)
+    del legacy["mac"]
+    moved = to_document(generate_signing_key(T0, generation=2), old)
+    for doc in (legacy, moved):
+        await repo.insert(doc)
+    assert await restamp_keys(repo, SECRET, old) == (2, [])
+    for stored in await repo.newest(10):
+        assert from_document(stored, [SECRET], private=True).private_key is not None
+    ring = KeyRing(repo, SECRET, rotation_s=3600)
+    await ring.load()
+    assert ring.current_signing_key().kid == moved["_id"]
 
 
 @pytest.mark.anyio
