@@ -20,7 +20,6 @@ from authnode.api.documentation import AuthnodeOpenAPIProvider
 from authnode.api.errors import register_error_handlers
 from authnode.api.health import Probe, health_blueprint
 from authnode.api.jwks import jwks_blueprint
-from authnode.api.metrics import metrics_blueprint
 from authnode.api.pages import pages_blueprint
 from authnode.api.requests import bearer_token
 from authnode.api.stats import stats_blueprint
@@ -76,7 +75,6 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     app.register_blueprint(auth_blueprint(accounts, metrics))
     app.register_blueprint(users_blueprint(accounts))
     app.register_blueprint(pages_blueprint(accounts))
-    app.register_blueprint(metrics_blueprint(metrics))
     app.register_blueprint(stats_blueprint(online))
     public_cache = PublicCache({"/.well-known/jwks.json": settings.jwks_max_age_s,
                                "/openapi.json": OPENAPI_MAX_AGE_S})
