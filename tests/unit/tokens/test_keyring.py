@@ -20,7 +20,7 @@ from authnode.tokens.signing_keys import (
 
 from ._fakes import FakeClock, MemoryKeyStore
 
-SECRET = Secret("k" * 40)
+SECRET = Secret("t5s_tAvg16rJQnmythG0OcspEKxfvk7Sv16LbwCa4Ao")
 ROTATION_S = 7 * 86400
 
 
@@ -68,7 +68,7 @@ async def test_load_uses_the_newest_stored_key() -> None:
 @pytest.mark.anyio
 async def test_load_with_a_different_secret_fails_loudly() -> None:
     store, clock = MemoryKeyStore(), FakeClock()
-    _insert_key(store, clock, 1, secret=Secret("z" * 40))
+    _insert_key(store, clock, 1, secret=Secret("zbZX4er0_jU_aUsnGbL-mpaLLCysuTtaJgeJN__ScNw"))
     with pytest.raises(SigningKeyError, match="SECRET_KEY"):
         await _ring(store, clock).load()
 
@@ -291,7 +291,8 @@ async def test_a_newest_key_sealed_elsewhere_is_verified_but_not_used_for_signin
     ring = _ring(store, clock)
     await ring.load()
     mine = ring.current_signing_key().kid
-    foreign = _insert_key(store, clock, 2, secret=Secret("z" * 40))
+    foreign = _insert_key(store, clock, 2,
+                          secret=Secret("zbZX4er0_jU_aUsnGbL-mpaLLCysuTtaJgeJN__ScNw"))
     with caplog.at_level(logging.ERROR):
         await ring.refresh()
     assert "SECRET_KEY" in caplog.text
