@@ -6,6 +6,9 @@
 * No stale fill: a write replaces the entry with a short-lived tombstone instead of
   deleting it, and a fill only writes where no tombstone is, so a slow reader that fetched
   the old document before the write cannot put it back after the write's invalidation.
+  Misses read a secondary, which may trail the primary by up to ``MAX_REPLICA_LAG_S``:
+  the tombstone outlives that lag, so no fill can cache what a lagging secondary still
+  holds from before the write.
 * Redis down: reads fall back to MongoDB and still answer; invalidation raises
   ``Unavailable`` so a write is refused rather than leaving a stale entry behind.
 """
@@ -23,7 +26,8 @@ from authnode import redis_keys
 from authnode.clients.redis import REDIS_OUTAGE_ERRORS, RedisClient, redis_unavailable
 
 TOMBSTONE = b"!"
-TOMBSTONE_TTL_S = 5
+# Beyond the replica lag: the write's own round trip and clock slack between hosts.
+TOMBSTONE_MARGIN_S = 2
 RECENT_FLIGHTS = 1024
 
 # Set the value unless a tombstone is there (KEYS[1]; ARGV: value, ttl seconds, tombstone).
@@ -32,6 +36,13 @@ if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 """
+
+
+
+def tombstone_ttl_s(max_replica_lag_s: int) -> int:
+    """How long a write keeps fills away: longer than any secondary may lag."""
+    return max_replica_lag_s + TOMBSTONE_MARGIN_S
+
 
 Loader = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -44,12 +55,13 @@ class _Flight:
 
 
 class ProfileCache:
-    def __init__(self, redis: RedisClient, load: Loader, *, ttl_s: int,
+    def __init__(self, redis: RedisClient, load: Loader, *, ttl_s: int, tombstone_ttl_s: int,
                  on_hit: Callable[[], None] | None = None,
                  on_miss: Callable[[], None] | None = None) -> None:
         self._redis = redis
         self._load = load
         self._ttl_s = ttl_s
+        self._tombstone_ttl_s = tombstone_ttl_s
         self._fill = redis.register_script(_FILL)
         self._flights: dict[str, _Flight] = {}
         # The last finished read per user, with its place in the order of finished reads
@@ -124,4 +136,4 @@ class ProfileCache:
 
     async def invalidate(self, user_id: str) -> None:
         async with redis_unavailable():
-            await self._redis.set(redis_keys.profile(user_id), TOMBSTONE, ex=TOMBSTONE_TTL_S)
+            await self._redis.set(redis_keys.profile(user_id), TOMBSTONE, ex=self._tombstone_ttl_s)

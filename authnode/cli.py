@@ -74,8 +74,8 @@ def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 @click.option("--workers", type=int, metavar="N",
               help="API processes sharing the port with SO_REUSEPORT (API_WORKERS).")
 @click.option("--metrics-bind", metavar="HOST:PORT", callback=_host_port,
-              help="Also serve GET /metrics on this address (for the worker role, which "
-                   "has no API port).")
+              help="Serve GET /metrics on this address (METRICS_BIND); never on the API "
+                   "port.")
 @preset_option
 @click.pass_context
 def serve(ctx: click.Context, role: str, bind: str | None, workers: int | None,
@@ -86,6 +86,8 @@ def serve(ctx: click.Context, role: str, bind: str | None, workers: int | None,
         overrides["BIND"] = bind
     if workers is not None:
         overrides["API_WORKERS"] = str(workers)
+    if metrics_bind is not None:
+        overrides["METRICS_BIND"] = metrics_bind
     settings = build_settings(ctx, overrides)
     from authnode.settings import require_secret_key
 
@@ -95,16 +97,15 @@ def serve(ctx: click.Context, role: str, bind: str | None, workers: int | None,
         fail_setting(error)
     # One process runs the workers; only the API role fans out over several processes.
     if role == "api" and settings.api_workers > 1:
-        if metrics_bind:
-            raise click.UsageError("--metrics-bind needs one process; with --workers N each "
-                                   "API process serves /metrics on the API port")
+        # Every child binds METRICS_BIND too: they share the supervisor's metrics folder,
+        # so whichever answers a scrape reports the sum over all of them.
         from authnode.supervisor import supervise
 
         sys.exit(supervise(settings, role, sys.argv))
     from authnode.runtime import run_sync
 
     sys.exit(run_sync(settings, role, bind=settings.bind,  # type: ignore[arg-type]
-                      metrics_bind=metrics_bind))
+                      metrics_bind=settings.metrics_bind))
 
 
 @main.group()
@@ -138,6 +139,14 @@ def _echo_connection_budget(settings: Settings) -> None:
     click.echo("")
     for line in lines:
         click.echo(line)
+
+
+@main.command()
+def secret() -> None:
+    """Print a fresh SECRET_KEY (384 random bits, base64url)."""
+    from authnode.settings import new_secret_key
+
+    click.echo(new_secret_key())
 
 
 @main.command()

@@ -51,8 +51,8 @@ def listening_socket(bind: str, backlog: int = 1024, *,
                      reuse_port: bool = True) -> socket.socket:
     """Bind with SO_REUSEPORT so several processes (``--workers``, a rolling restart) can
     share one port; the kernel spreads new connections over them. ``reuse_port=False``
-    for a port that must belong to one process (``--metrics-bind``: a second worker on
-    the same port should fail to start, not silently split the scrapes)."""
+    for a port that must belong to one process (a metrics port without a shared metrics
+    folder: a second process on it should fail to start, not silently split the scrapes)."""
     host, _, port = bind.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -92,7 +92,8 @@ async def _serve_api(stack: Stack, sock: socket.socket, stop: anyio.Event,
 
 async def _serve_metrics(stack: Stack, sock: socket.socket, stop: anyio.Event,
                          metrics: Metrics) -> None:
-    """``--metrics-bind``: a second, tiny Hypercorn server in this event loop. It shares
+    """``METRICS_BIND``: a second, tiny Hypercorn server in this event loop, the only
+    place ``/metrics`` is served (never the API port, which the public reaches). It shares
     the process's life (bound before READY, closed on stop) and needs no thread."""
     config = hypercorn_config(stack.settings, sock.detach())
     await hypercorn_serve(metrics_app(metrics), config, shutdown_trigger=stop.wait)
@@ -199,8 +200,13 @@ async def run(settings: Settings, role: Role, *, bind: str,
     configure_logging(settings.log_level, settings.instance_id)
     stop = anyio.Event()
     sock = listening_socket(bind) if role in ("api", "all") else None
-    metrics_sock = listening_socket(metrics_bind, reuse_port=False) if metrics_bind else None
     metrics = Metrics()  # the process's one; open_stack builds the components' hooks from it
+    # Processes that share a metrics folder (``--workers N``, the systemd API template) all
+    # report the same sums, so they may share the metrics port as they share the API port:
+    # whichever answers a scrape gives the total. Alone, the port is this process's.
+    metrics_sock = (listening_socket(metrics_bind,
+                                     reuse_port=metrics.multiprocess_dir is not None)
+                    if metrics_bind else None)
     async with anyio.create_task_group() as outer:
         outer.start_soon(_watch_signals, stop)
         async with (open_stack(settings, metrics=metrics) as stack,

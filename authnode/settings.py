@@ -9,9 +9,11 @@ parse raises :class:`SettingsError` naming the variable and what it accepts.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,7 +24,18 @@ from authnode.tuning import HostResources, Tuned, tune
 
 PRESETS = ("starter", "growth", "high-scale")
 PRESET_OPTION = "--preset/AUTHNODE_PRESET"
-SECRET_KEY_MIN_CHARS = 32
+SECRET_KEY_MIN_BYTES = 32  # 256 bits
+# Placeholders that shipped in example files: refused whatever their shape.
+PLACEHOLDER_SECRET_KEYS = frozenset({
+    "change-me-to-48-random-characters-from-the-command-above",
+    "replace-with-the-output-of-authnode-secret",
+})
+# Variables that no longer exist, and what replaced them: set anywhere, they stop startup
+# (silently ignoring them would drop a security decision the operator made).
+REMOVED_VARIABLES = {
+    "TRUST_FORWARDED_FOR": "TRUSTED_PROXIES replaced it: set TRUSTED_PROXIES to the CIDRs "
+                           "of the proxies that add X-Forwarded-For (e.g. 10.0.0.0/8)",
+}
 
 
 class SettingsError(ValueError):
@@ -98,7 +111,6 @@ class Settings:
     body_timeout_s: float
     keep_alive_timeout_s: float
     max_body_bytes: int
-    trust_forwarded_for: bool
     # Passwords
     argon2_memory_kib: int
     argon2_time_cost: int
@@ -134,6 +146,11 @@ class Settings:
     login_account_total_limit: RateLimit
     # --- keys ---
     secret_key_previous: Secret | None
+    # --- edges ---
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    metrics_bind: str | None
+    max_replica_lag_s: int
+    smtp_allow_insecure_auth: bool
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -265,9 +282,60 @@ def _bind(raw: str) -> str:
 def _secret(raw: str) -> Secret | None:
     if not raw:
         return None
-    if len(raw) < SECRET_KEY_MIN_CHARS:
-        raise ValueError(f"expected at least {SECRET_KEY_MIN_CHARS} characters")
+    check_secret_key_strength(raw)
     return Secret(raw)
+
+
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_BASE64 = re.compile(r"^[A-Za-z0-9_+/-]+={0,2}$")  # base64url or standard, padded or not
+KEY_STRENGTH_HINT = ("expected 256 random bits: base64url of 32+ bytes (43+ characters) "
+                     "or hex (64+ characters); `authnode secret` prints one")
+
+
+def check_secret_key_strength(text: str) -> None:
+    """Refuse a key that does not carry 256 bits in a form we can check.
+
+    The value must decode (hex, else base64/base64url) to at least 32 bytes, and look
+    random: the sanity checks refuse what no random generator produces in practice
+    (measured over 100,000 keys: at least 12 distinct hex or 22 distinct base64 symbols,
+    no symbol in more than a quarter of the text), and text that repeats itself (a
+    quarter of its 3-character pieces seen before)."""
+    if text in PLACEHOLDER_SECRET_KEYS:
+        raise ValueError("this is the example file's placeholder; " + KEY_STRENGTH_HINT)
+    if _HEX.match(text):
+        decoded_bytes, min_distinct = len(text) // 2, 8
+    elif _BASE64.match(text):
+        decoded_bytes, min_distinct = len(text.rstrip("=")) * 6 // 8, 16
+    else:
+        raise ValueError("not base64url or hex; " + KEY_STRENGTH_HINT)
+    if decoded_bytes < SECRET_KEY_MIN_BYTES:
+        raise ValueError(f"only {decoded_bytes * 8} bits; " + KEY_STRENGTH_HINT)
+    body = text.rstrip("=")
+    counts = Counter(body)
+    trigrams = [body[i:i + 3] for i in range(len(body) - 2)]
+    if len(counts) < min_distinct or max(counts.values()) * 3 > len(body):
+        raise ValueError("does not look random (too few distinct characters); "
+                         + KEY_STRENGTH_HINT)
+    if len(set(trigrams)) * 4 < len(trigrams) * 3:
+        raise ValueError("does not look random (it repeats itself); " + KEY_STRENGTH_HINT)
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs (a bare address is its own /32 or /128)."""
+    found = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            found.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a CIDR such as 10.0.0.0/8 or fd00::/8") \
+                from None
+    return tuple(found)
+
+
+def _optional_bind(raw: str) -> str | None:
+    return _bind(raw) if raw.strip() else None
 
 
 def _text(raw: str) -> str:
@@ -330,7 +398,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("PUBLIC_URL", "public_url", _url("http", "https"), "http://127.0.0.1:8000",
           help="origin users reach; the token issuer and the base of email links"),
     _Spec("SECRET_KEY", "secret_key", _secret, "", secret=True,
-          help=f"at least {SECRET_KEY_MIN_CHARS} characters; encrypts signing keys at rest"),
+          help="256 random bits as base64url or hex (`authnode secret` prints one)"),
     _Spec("BIND", "bind", _bind, "127.0.0.1:8000"),
     _Spec("INSTANCE_ID", "instance_id", _text, None, help="name in logs; default host:pid"),
     _Spec("DB_POOL_SIZE", "db_pool_size", _int_at_least(1), tuned=lambda t: t.db_pool_size),
@@ -356,8 +424,6 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("BODY_TIMEOUT_S", "body_timeout_s", _float_above_zero, "10"),
     _Spec("KEEP_ALIVE_TIMEOUT_S", "keep_alive_timeout_s", _float_above_zero, "5"),
     _Spec("MAX_BODY_BYTES", "max_body_bytes", _int_at_least(1024), "65536"),
-    _Spec("TRUST_FORWARDED_FOR", "trust_forwarded_for", _boolean, "false",
-          help="take the client IP from X-Forwarded-For (only behind a trusted proxy)"),
     _Spec("ARGON2_MEMORY_KIB", "argon2_memory_kib", _int_at_least(19456), "19456",
           help="OWASP minimum is 19456 (19 MiB)"),
     _Spec("ARGON2_TIME_COST", "argon2_time_cost", _int_at_least(2), "2"),
@@ -394,6 +460,15 @@ SPECS: tuple[_Spec, ...] = (
     # --- keys ---
     _Spec("SECRET_KEY_PREVIOUS", "secret_key_previous", _previous_secret, "", secret=True,
           help="the SECRET_KEY before a rotation; only opens signing keys stored under it"),
+    # --- edges ---
+    _Spec("TRUSTED_PROXIES", "trusted_proxies", _networks, "",
+          help="CIDRs of proxies whose X-Forwarded-For is believed; empty ignores it"),
+    _Spec("METRICS_BIND", "metrics_bind", _optional_bind, "",
+          help="HOST:PORT serving GET /metrics; empty serves it nowhere"),
+    _Spec("MAX_REPLICA_LAG_S", "max_replica_lag_s", _int_at_least(0), "5",
+          help="longest a MongoDB secondary may trail the primary"),
+    _Spec("SMTP_ALLOW_INSECURE_AUTH", "smtp_allow_insecure_auth", _boolean, "false",
+          help="allow SMTP credentials over a connection without TLS"),
 )
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)
@@ -462,6 +537,10 @@ def load_settings(
     if preset:
         layers.append((f"preset {preset}", parse_env_file(find_preset(preset, environ))))
 
+    for source, layer in layers:
+        for removed, replacement in REMOVED_VARIABLES.items():
+            if removed in layer:
+                raise SettingsError(removed, f"no longer exists ({source}); {replacement}")
     known = {spec.env for spec in SPECS}
     for source, layer in layers[2:]:
         for key in layer:
@@ -517,14 +596,34 @@ def _check_consistency(settings: Settings) -> None:
     nodes = settings.redis_url.split(",")
     if settings.redis_mode == "single" and len(nodes) > 1:
         raise SettingsError("REDIS_URL", "a list of nodes needs REDIS_MODE=cluster")
+    _check_smtp_credentials(settings)
+
+
+def _check_smtp_credentials(settings: Settings) -> None:
+    """A password sent over plain SMTP can be read on the wire: refuse unless asked."""
+    from authnode.mail.senders import parse_smtp_url
+
+    try:
+        target = parse_smtp_url(settings.smtp_url)
+    except ValueError as error:
+        raise SettingsError("SMTP_URL", str(error).removeprefix("SMTP_URL: ")) from None
+    if target.sends_credentials_in_clear and not settings.smtp_allow_insecure_auth:
+        raise SettingsError(
+            "SMTP_URL", "has a user or password but no TLS; use smtps:// or ?starttls=true "
+            "(or set SMTP_ALLOW_INSECURE_AUTH=true for a server on this host)")
 
 
 def require_secret_key(settings: Settings) -> Secret:
     if settings.secret_key is None:
-        raise SettingsError(
-            "SECRET_KEY", f"required: set at least {SECRET_KEY_MIN_CHARS} random characters "
-            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+        raise SettingsError("SECRET_KEY", "required: " + KEY_STRENGTH_HINT)
     return settings.secret_key
+
+
+def new_secret_key() -> str:
+    """What ``authnode secret`` prints: 384 random bits, base64url."""
+    import secrets
+
+    return secrets.token_urlsafe(48)
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
@@ -539,6 +638,8 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             shown = "(unset)"
         elif isinstance(value, bool):
             shown = "true" if value else "false"
+        elif isinstance(value, tuple):
+            shown = ",".join(str(item) for item in value) or "(none)"
         else:
             shown = _mask_url_password(str(value))
         rows.append((spec.env, shown, settings.sources.get(spec.env, "default")))

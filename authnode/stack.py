@@ -17,7 +17,7 @@ from authnode.accounts.context import Accounts
 from authnode.accounts.emails import Mailer
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy, load_common_passwords
 from authnode.accounts.profile import load_public_profile
-from authnode.cache import ProfileCache
+from authnode.cache import ProfileCache, tombstone_ttl_s
 from authnode.clients.mongo import MongoHandles, create_mongo
 from authnode.clients.redis import RedisClient, connect_redis
 from authnode.jobs.app import create_job_app
@@ -88,7 +88,8 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
     mongo_pool = metrics.mongo_pool_listener()
     mongo = create_mongo(settings, event_listeners=[mongo_pool])
     jobs = create_job_app(settings)
-    sender = sender_from_url(settings.smtp_url)
+    sender = sender_from_url(settings.smtp_url,
+                             allow_insecure_auth=settings.smtp_allow_insecure_auth)
     try:
         await jobs.open_async()
         users = UserRepository(mongo)
@@ -112,6 +113,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
         accounts: Accounts
         profiles = ProfileCache(redis, lambda user_id: load_public_profile(accounts, user_id),
                                 ttl_s=settings.profile_cache_ttl_s,
+                                tombstone_ttl_s=tombstone_ttl_s(settings.max_replica_lag_s),
                                 on_hit=metrics.profile_cache_hit,
                                 on_miss=metrics.profile_cache_miss)
         accounts = Accounts(

@@ -56,7 +56,7 @@ BENCH_SETTINGS = {
     "EMAIL_ADDRESS_LIMIT": "100000000/1m",
     "ACCESS_TOKEN_TTL": "2h",
     "PROFILE_CACHE_TTL": "2h",
-    "SECRET_KEY": "bench-secret-key-" + "b" * 40,
+    "SECRET_KEY": "SEEJIPu7vqOwyPJQoqAvPo-LU6O15z47wbRwh-dNGXaEujIGzB-n7U85iGfFrRW8",
     "PUBLIC_URL": "http://auth.bench.test",
     "MAIL_FROM": "authnode <no-reply@bench.test>",
 }

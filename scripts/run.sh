@@ -15,7 +15,7 @@ mkdir -p "$RUN_DIR"
 .venv/bin/python -m tests.services.run_local start --dir "$RUN_DIR"
 
 if [ ! -s "$RUN_DIR/secret_key" ]; then
-    (umask 077 && .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(48))' \
+    (umask 077 && .venv/bin/authnode secret \
         >"$RUN_DIR/secret_key")
 fi
 

@@ -15,11 +15,10 @@ from authnode.accounts.context import Accounts
 from authnode.api import access
 from authnode.api.auth import auth_blueprint
 from authnode.api.caching import OPENAPI_MAX_AGE_S, PublicCache
-from authnode.api.documentation import AuthnodeOpenAPIProvider
+from authnode.api.documentation import AuthnodeOpenAPIProvider, docs_assets_blueprint
 from authnode.api.errors import register_error_handlers
 from authnode.api.health import Probe, health_blueprint
 from authnode.api.jwks import jwks_blueprint
-from authnode.api.metrics import metrics_blueprint
 from authnode.api.pages import pages_blueprint
 from authnode.api.stats import stats_blueprint
 from authnode.api.users import users_blueprint
@@ -30,6 +29,7 @@ from authnode.tokens.keyring import KeyRing
 access_log = logging.getLogger("authnode.access")
 
 MAX_REQUEST_ID_CHARS = 128
+HSTS = "max-age=31536000"  # one year; subdomains are the operator's call, not ours
 
 
 def _plain_dicts_skip_conversion(app: Quart) -> None:
@@ -69,13 +69,16 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     )
     _plain_dicts_skip_conversion(app)
     register_error_handlers(app)
+    app.register_blueprint(docs_assets_blueprint(app))
     app.register_blueprint(health_blueprint(probes))
     app.register_blueprint(jwks_blueprint(keyring, max_age_s=settings.jwks_max_age_s))
     app.register_blueprint(auth_blueprint(accounts, metrics))
     app.register_blueprint(users_blueprint(accounts))
     app.register_blueprint(pages_blueprint(accounts))
-    app.register_blueprint(metrics_blueprint(metrics))
     app.register_blueprint(stats_blueprint(online))
+    # Browsers honour HSTS only over https, and it would pin an http origin's host to
+    # https: sent only when the public origin is https.
+    hsts = settings.public_url.lower().startswith("https://")
     public_cache = PublicCache({"/.well-known/jwks.json": settings.jwks_max_age_s,
                                "/openapi.json": OPENAPI_MAX_AGE_S})
 
@@ -92,6 +95,9 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     async def finish_request(response: Response) -> Response:
         response = await public_cache.apply(request, response)  # ETag, max-age, 304
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if hsts:
+            response.headers["Strict-Transport-Security"] = HSTS
         if request.path.startswith("/v1/") or "principal" in g:  # personal: never cached
             response.headers["Cache-Control"] = "no-store"
         started = g.get("started")

@@ -22,10 +22,11 @@ def _empty(status: int = 204) -> Response:
 
 def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     bp = Blueprint("auth", __name__, url_prefix="/v1/auth")
-    trust = accounts.settings.trust_forwarded_for
+    trusted_proxies = accounts.settings.trusted_proxies
 
     def ip() -> str:
-        return client_ip(request, trust_forwarded_for=trust)
+        """The client address (an IPv6 client's /64): the subject of per-address limits."""
+        return client_ip(request, trusted_proxies=trusted_proxies)
 
     @bp.post("/register")
     @public

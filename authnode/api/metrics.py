@@ -1,4 +1,5 @@
-"""``GET /metrics``: Prometheus exposition, on the API and on the worker's ``--metrics-bind``."""
+"""``GET /metrics``: Prometheus exposition, served only on ``METRICS_BIND`` (``--metrics-bind``),
+never on the public API port."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def metrics_blueprint(metrics: Metrics) -> Blueprint:
 
 
 def metrics_app(metrics: Metrics) -> Quart:
-    """The worker's own small HTTP server: ``/metrics`` and nothing else (404 otherwise)."""
+    """The metrics server: ``/metrics`` and nothing else (404 otherwise)."""
     app = Quart("authnode-metrics")
     app.register_blueprint(metrics_blueprint(metrics))
     return app

@@ -22,7 +22,7 @@ def _etag(body: bytes) -> str:
 
 def users_blueprint(accounts: Accounts) -> Blueprint:
     bp = Blueprint("users", __name__)
-    trust = accounts.settings.trust_forwarded_for
+    trusted_proxies = accounts.settings.trusted_proxies
 
     @bp.get("/v1/users/me")
     # The cached profile is read with the revocation marks: one Redis round trip, not two.
@@ -60,7 +60,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
         """Delete the account, its sessions and tokens. Needs the password; a wrong one
         counts against the account's lockout as a failed login does (429 when locked)."""
         await profile.delete_account(accounts, g.principal, password=data.password,
-                                     ip=client_ip(request, trust_forwarded_for=trust))
+                                     ip=client_ip(request, trusted_proxies=trusted_proxies))
         return Response("", status=204)
 
     @bp.get("/v1/sessions")

@@ -23,7 +23,11 @@ SOCKET_TIMEOUT_MS = 10000
 @dataclass(frozen=True)
 class MongoHandles:
     """``primary`` for writes and reads that must be fresh; ``replica`` for reads that
-    tolerate replica lag (the seed's read/write split, ``secondaryPreferred``)."""
+    tolerate replica lag (the seed's read/write split, ``secondaryPreferred``).
+
+    Both set their read preference explicitly: a ``readPreference`` in ``MONGODB_URI``
+    becomes the client's default, and must never send a refresh, a revocation check or
+    an email-link lookup to a lagging secondary."""
 
     client: AsyncMongoClient[Document]
     primary: AsyncDatabase[Document]
@@ -55,6 +59,6 @@ def create_mongo(settings: Settings, *,
         event_listeners=list(event_listeners),
     )
     name = database_name(settings.mongodb_uri)
-    primary = client.get_database(name)
+    primary = client.get_database(name, read_preference=ReadPreference.PRIMARY)
     replica = client.get_database(name, read_preference=ReadPreference.SECONDARY_PREFERRED)
     return MongoHandles(client=client, primary=primary, replica=replica)

@@ -106,6 +106,12 @@ class SmtpTarget:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
 
+    @property
+    def sends_credentials_in_clear(self) -> bool:
+        """A user or password would cross a connection that never becomes TLS."""
+        has_credentials = self.username is not None or self.password is not None
+        return has_credentials and not (self.use_tls or self.start_tls)
+
     def __str__(self) -> str:
         scheme = "smtps" if self.use_tls else "smtp"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -211,14 +217,19 @@ class SmtpSender:
 
     ``timeout_s`` bounds each network step (connect, each command); the whole send is
     bounded by three times that. asyncio only (aiosmtplib). ``tls_context`` replaces the
-    default verifying context, e.g. to trust a private CA.
+    default verifying context, e.g. to trust a private CA. Credentials over a connection
+    without TLS are refused unless ``allow_insecure_auth`` (SMTP_ALLOW_INSECURE_AUTH).
     """
 
     def __init__(self, smtp_url: str, *, timeout_s: float = 10,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None,
+                 allow_insecure_auth: bool = False) -> None:
         if not timeout_s > 0:
             raise ValueError("timeout_s must be > 0")
         self.target = parse_smtp_url(smtp_url)
+        if self.target.sends_credentials_in_clear and not allow_insecure_auth:
+            raise ValueError("SMTP_URL: credentials over a connection without TLS; use "
+                             "smtps:// or ?starttls=true, or SMTP_ALLOW_INSECURE_AUTH=true")
         self.timeout_s = float(timeout_s)
         self._tls_context = tls_context
         self._local_hostname: str | None = None
@@ -287,7 +298,8 @@ class SmtpSender:
         """Nothing to release: no connection outlives a send."""
 
 
-def sender_from_url(smtp_url: str, *, timeout_s: float = 10) -> MailSender:
+def sender_from_url(smtp_url: str, *, timeout_s: float = 10,
+                    allow_insecure_auth: bool = False) -> MailSender:
     """The sender for ``SMTP_URL`` (smtp:// or smtps://). There is deliberately no
     console sender: printing messages would put link tokens in the logs."""
-    return SmtpSender(smtp_url, timeout_s=timeout_s)
+    return SmtpSender(smtp_url, timeout_s=timeout_s, allow_insecure_auth=allow_insecure_auth)

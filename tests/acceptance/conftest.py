@@ -22,7 +22,7 @@ def authnode_env(redis_target: RedisTarget, mongo_uri: str, postgres_url: str,
         "REDIS_MODE": redis_target.mode,
         "POSTGRES_URL": postgres_url,
         "SMTP_URL": smtp.url,
-        "SECRET_KEY": "test-secret-key-" + "x" * 32,
+        "SECRET_KEY": "Kj_l5ySx9EmfTEdJ5VGVrPdS8O1Rbv6XcaU8ko4D3TasjS2bQgG8l_hgsHeDpb6f",
         "PUBLIC_URL": "http://auth.example.test",
         "MAIL_FROM": "authnode <no-reply@example.test>",
     }, tmp_path)

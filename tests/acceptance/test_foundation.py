@@ -252,8 +252,8 @@ def redis_key_exists(target: RedisTarget, key: str) -> bool:
 
 
 def test_serve_with_a_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
-    env = AuthnodeEnv({**TEST_DEFAULTS, "SECRET_KEY": "test-secret-key-" + "x" * 32,
-                       "DB_POOL_SIZE": "abc"}, tmp_path)
+    env = AuthnodeEnv({**TEST_DEFAULTS, "SECRET_KEY": SECRET_KEY, "DB_POOL_SIZE": "abc"},
+                      tmp_path)
     result = env.run("serve", "--role", "all", "--bind", f"127.0.0.1:{free_port()}",
                      timeout=30)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -324,7 +324,7 @@ def test_readyz_follows_a_redis_outage_without_restart(authnode: AuthnodeProcess
 # --------------------------------------------------------------------------- operator commands
 
 
-SECRET_KEY = "test-secret-key-" + "x" * 32
+SECRET_KEY = "Kj_l5ySx9EmfTEdJ5VGVrPdS8O1Rbv6XcaU8ko4D3TasjS2bQgG8l_hgsHeDpb6f"
 
 
 def test_migrate_twice_succeeds_both_times(mongo_uri: str, postgres_url: str,

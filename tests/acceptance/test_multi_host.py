@@ -219,7 +219,7 @@ def deployment() -> Iterator[Deployment]:
             "REDIS_URL": redis.url, "REDIS_MODE": "cluster",
             "POSTGRES_URL": postgres.url,
             "SMTP_URL": smtp.url,
-            "SECRET_KEY": "multi-host-secret-" + "m" * 32,
+            "SECRET_KEY": "cgOFTUL-gOfkRppmG16GRHL9BjtJmiznENK4E3H8fcKlFNaslTA-uwER_3cGowrX",
             "PUBLIC_URL": "http://auth.example.test",
             "MAIL_FROM": "authnode <no-reply@example.test>",
             "LOGIN_ACCOUNT_LIMIT": f"{LOGIN_LIMIT}/15m",

@@ -1,5 +1,8 @@
 """Prometheus metrics of the real ``authnode serve``: families, label hygiene, multiprocess
-sums with ``--workers 2``, the worker's ``--metrics-bind`` endpoint and the queue sampler."""
+sums with ``--workers 2``, the worker's ``--metrics-bind`` endpoint and the queue sampler.
+
+``/metrics`` is served on ``METRICS_BIND`` only (never on the API port): each test gives
+its processes a metrics port and scrapes that."""
 
 from __future__ import annotations
 
@@ -55,8 +58,15 @@ def label_values(found: Samples, name: str, label: str) -> set[str]:
     return {dict(ls)[label] for n, ls in found if n == name and label in dict(ls)}
 
 
+def with_metrics_port(env: AuthnodeEnv) -> tuple[AuthnodeEnv, str]:
+    """The deployment with ``METRICS_BIND`` on a free port, and the URL to scrape."""
+    port = free_port()
+    return env.with_overrides(METRICS_BIND=f"127.0.0.1:{port}"), f"http://127.0.0.1:{port}"
+
+
 def test_metric_families_after_traffic(authnode_env: AuthnodeEnv, smtp: SmtpRecorder) -> None:
-    env = authnode_env.with_overrides(LOGIN_ACCOUNT_LIMIT="2/15m")
+    env, metrics_url = with_metrics_port(
+        authnode_env.with_overrides(LOGIN_ACCOUNT_LIMIT="2/15m"))
     with running(env, "all") as node:
         client = node.client
         email, _user = register_verified(client, smtp, prefix="metrics")
@@ -81,7 +91,7 @@ def test_metric_families_after_traffic(authnode_env: AuthnodeEnv, smtp: SmtpReco
         assert second["refresh_token"]
 
         def job_done() -> Samples:
-            found = scrape(node.url)[1]
+            found = scrape(metrics_url)[1]
             done = get(found, "authnode_jobs_processed_total", task=SEND_EMAIL,
                        outcome="succeeded")
             return found if done >= 1 else {}
@@ -93,11 +103,11 @@ def test_metric_families_after_traffic(authnode_env: AuthnodeEnv, smtp: SmtpReco
         def profile_hit() -> bool:
             me = client.get("/v1/users/me", headers=bearer(tokens["access_token"]))
             assert me.status_code == 200, describe(me)
-            return get(scrape(node.url)[1], "authnode_profile_cache_lookups_total",
+            return get(scrape(metrics_url)[1], "authnode_profile_cache_lookups_total",
                        result="hit") >= 1
 
         wait_until(profile_hit, 20, "a profile cache hit", interval=0.25)
-        response, found = scrape(node.url)
+        response, found = scrape(metrics_url)
 
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert get(found, "authnode_logins_total", outcome="success") == 2
@@ -161,7 +171,8 @@ class TestProcessModel:
         assert authnode_env.variables["REDIS_MODE"] == "single"
         metrics_port = free_port()
         requests_sent = 60
-        with (running(authnode_env, "api", workers=2) as api,
+        env, metrics_url = with_metrics_port(authnode_env)
+        with (running(env, "api", workers=2) as api,
               running(authnode_env, "worker",
                       extra_args=["--metrics-bind", f"127.0.0.1:{metrics_port}"])):
             # A new connection per request, so SO_REUSEPORT spreads them over both processes.
@@ -170,9 +181,11 @@ class TestProcessModel:
             serving = {line["instance"] for line in _request_lines(api)
                        if line["route"] == "/healthz"}
             assert len(serving) == 2, f"all requests reached one process: {serving}"
-            # Whichever process answers the scrape, it reports the sum over both.
+            # Both processes serve the metrics port; whichever answers a scrape reports the
+            # sum over both.
+            assert api.client.get("/metrics").status_code == 404
             for _ in range(6):
-                found = scrape(api.url)[1]
+                found = scrape(metrics_url)[1]
                 assert get(found, "authnode_http_requests_total", route="/healthz",
                            method="GET", status="200") == requests_sent
             # Pool gauges add up over the live processes: the host's total.
@@ -195,7 +208,7 @@ class TestProcessModel:
                         frozenset({("queue", queue)})) in found
             # Metrics only there; the API process counted the deferral.
             assert httpx.get(worker_url + "/healthz", timeout=5).status_code == 404
-            assert get(scrape(api.url)[1], "authnode_jobs_deferred_total",
+            assert get(scrape(metrics_url)[1], "authnode_jobs_deferred_total",
                        task=SEND_EMAIL) == 1
 
     def test_api_instances_sharing_a_port_and_a_metrics_folder(
@@ -205,7 +218,12 @@ class TestProcessModel:
         instance that stops keeps its counters in the sum and leaves the live gauges."""
         folder = tmp_path / "metrics"
         folder.mkdir()
-        shared = {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+        metrics_port = free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}"
+        # The shared folder lets both instances share the metrics port too, as they
+        # share the API port.
+        shared = {"PROMETHEUS_MULTIPROC_DIR": str(folder),
+                  "METRICS_BIND": f"127.0.0.1:{metrics_port}"}
         port = free_port()
         hash_threads = int(authnode_env.variables["HASH_THREADS"])
         requests_sent = 40
@@ -218,21 +236,14 @@ class TestProcessModel:
                           for p in (one, two)]
                 assert served == [True, True], "all requests reached one instance"
                 for _ in range(4):
-                    found = scrape(one.url)[1]
+                    found = scrape(metrics_url)[1]
                     assert get(found, "authnode_http_requests_total", route="/healthz",
                                method="GET", status="200") == requests_sent
                 assert get(found, "authnode_pool_size", pool="hash_threads") == 2 * hash_threads
-            found = scrape(one.url)[1]
+            found = scrape(metrics_url)[1]
             assert get(found, "authnode_http_requests_total", route="/healthz", method="GET",
                        status="200") == requests_sent
             assert get(found, "authnode_pool_size", pool="hash_threads") == hash_threads
-
-    def test_metrics_bind_is_refused_with_several_api_workers(
-            self, authnode_env: AuthnodeEnv) -> None:
-        result = authnode_env.run("serve", "--role", "api", "--workers", "2",
-                                  "--metrics-bind", "127.0.0.1:9101")
-        assert result.returncode == 2, result
-        assert "--metrics-bind" in result.stderr
 
     @pytest.mark.anyio
     async def test_queue_depth_and_oldest_age_from_postgresql(

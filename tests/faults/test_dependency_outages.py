@@ -26,7 +26,9 @@ import anyio
 import httpx
 import pytest
 
-from authnode.cache import TOMBSTONE_TTL_S
+from authnode.cache import tombstone_ttl_s
+from authnode.settings import load_settings
+from authnode.tuning import HostResources
 from tests.acceptance.test_accounts_support import PASSWORD, register_verified
 from tests.faults.conftest import EnvFactory
 from tests.faults.load import CLIENT_TIMEOUT_S, Load, Outcome, error_of, show
@@ -102,6 +104,12 @@ class Watchers:
                 await anyio.sleep(REGISTER_EVERY_S)
 
 
+def _default_tombstone_ttl_s() -> int:
+    """The deployment sets no MAX_REPLICA_LAG_S: the default's tombstone lifetime."""
+    defaults = load_settings({}, host=HostResources(cpus=2, memory_bytes=4 << 30))
+    return tombstone_ttl_s(defaults.max_replica_lag_s)
+
+
 async def _needing(url: str, op: str, email: str) -> Outcome:
     """One login (of ``email``) or one registration (of a new address)."""
     if op == "login":
@@ -150,7 +158,8 @@ async def test_each_dependency_down_for_ten_seconds(
             tasks.start_soon(watchers.register)
             # Past the profile-cache tombstone of the verification, reads are cached again:
             # wait until the cache serves a hit, so every outage meets a warm cache.
-            warm_s = await _until_cache_hit(api.url, TOMBSTONE_TTL_S + CACHE_WARM_MARGIN_S)
+            warm_s = await _until_cache_hit(api.url,
+                                            _default_tombstone_ttl_s() + CACHE_WARM_MARGIN_S)
             for phase in phases:
                 phase.stopping_at = time.monotonic()
                 await anyio.to_thread.run_sync(phase.stop)

@@ -18,7 +18,7 @@ from authnode.settings import Settings, load_settings
 from authnode.tuning import HostResources
 from tests.services import PostgresServer, RedisTarget
 
-SECRET = "budget-test-secret-" + "y" * 32
+SECRET = "asa6hrNrBuxO1UhKbyECe_Mh_VcM2wtHJqKKT6Ks_aZ2hDJ1kXeA7iUcSq35NxBK"
 
 
 def _settings(redis_target: RedisTarget, mongo_uri: str, postgres_url: str,

@@ -69,7 +69,8 @@ async def _instance(settings: Settings) -> AsyncIterator[Instance]:
     def miss() -> None:
         instance.misses += 1
 
-    instance = Instance(ProfileCache(redis, load, ttl_s=TTL_S, on_hit=hit, on_miss=miss),
+    instance = Instance(ProfileCache(redis, load, ttl_s=TTL_S, tombstone_ttl_s=5,
+                                     on_hit=hit, on_miss=miss),
                         users)
     try:
         yield instance

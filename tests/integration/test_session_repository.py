@@ -21,6 +21,8 @@ from authnode.tuning import HostResources
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
+SECRET_KEY = "kAcnsaTZqQsDEHhvXU86dqIl3s9dUKrBlVixMWudcNYsdyi3HxEa0r45fpQcXg7V"
+
 
 def _hash(n: int) -> str:
     return hashlib.sha256(f"token {n}".encode()).hexdigest()
@@ -28,7 +30,7 @@ def _hash(n: int) -> str:
 
 @pytest.fixture
 async def sessions(mongo_uri: str) -> AsyncIterator[SessionRepository]:
-    settings = load_settings({"MONGODB_URI": mongo_uri, "SECRET_KEY": "x" * 40},
+    settings = load_settings({"MONGODB_URI": mongo_uri, "SECRET_KEY": SECRET_KEY},
                              host=HostResources(cpus=2, memory_bytes=8 << 30))
     handles: MongoHandles = create_mongo(settings)
     try:

@@ -19,7 +19,7 @@ from authnode.tokens.keyring import KeyRing, restamp_keys
 from authnode.tokens.signing_keys import from_document, generate_signing_key, to_document
 from authnode.tuning import HostResources
 
-SECRET_TEXT = "x" * 40
+SECRET_TEXT = "OIGxxMA7Hv2_74pGipR4yjyrD5uIMA03PzQiGFXcHOux__VqlcD-p9qjn7jUk_S3"
 SECRET = Secret(SECRET_TEXT)
 T0 = datetime(2025, 5, 1, 8, 30, 15, 987654, tzinfo=UTC)
 

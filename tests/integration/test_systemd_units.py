@@ -131,7 +131,8 @@ def test_units_carry_the_operational_settings(unit: str) -> None:
     environment = dict(v.split("=", 1) for v in service["Environment"])
     assert environment["INSTANCE_ID"].startswith("%H:")
     if unit.startswith("authnode-api@"):
-        assert exec_start[2:] == ["--role", "api", "--workers", "1"]
+        assert exec_start[2:] == ["--role", "api", "--workers", "1",
+                                  "--metrics-bind", "127.0.0.1:9100"]
         # The instances share one metrics folder, kept when one of them stops.
         assert environment["PROMETHEUS_MULTIPROC_DIR"] == f"/run/{one('RuntimeDirectory')}"
         assert one("RuntimeDirectoryPreserve") == "yes"
@@ -150,11 +151,17 @@ def test_the_template_says_how_instances_share_the_port() -> None:
 
 
 def test_the_example_environment_file_is_a_valid_configuration() -> None:
-    from authnode.settings import load_settings, require_secret_key
+    from authnode.settings import SettingsError, load_settings, new_secret_key, require_secret_key
     from authnode.tuning import HostResources
 
     environ = parse_env_file(UNITS_DIR / "authnode.env.example")
-    settings = load_settings(environ, host=HostResources(cpus=4, memory_bytes=8 << 30))
+    host = HostResources(cpus=4, memory_bytes=8 << 30)
+    # Its placeholder key is refused: the operator must put a real one there.
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ, host=host)
+    assert caught.value.variable == "SECRET_KEY"
+    environ["SECRET_KEY"] = new_secret_key()
+    settings = load_settings(environ, host=host)
     require_secret_key(settings)
     assert settings.shutdown_timeout_ms == 30000
     assert settings.bind == "0.0.0.0:8000"

@@ -114,3 +114,19 @@ async def test_each_read_goes_to_its_handle(call: Any, handle: str) -> None:
     mongo = _handles(calls)
     await call(UserRepository(mongo, id_key=b"test"), SessionRepository(mongo))
     assert calls and {reached for reached, _ in calls} == {handle}, calls
+
+
+@pytest.mark.parametrize("preference", ["secondaryPreferred", "secondary", "nearest"])
+def test_a_read_preference_in_the_uri_never_reaches_the_write_path(preference: str) -> None:
+    """``MONGODB_URI=...?readPreference=secondary`` sets the client's default; refresh,
+    revocation and email-link reads must still go to the primary."""
+    settings = load_settings(
+        {"MONGODB_URI": f"mongodb://127.0.0.1:9/split_test?readPreference={preference}"},
+        host=HostResources(cpus=2, memory_bytes=4 << 30))
+    mongo = create_mongo(settings)
+    assert mongo.client.read_preference.mongos_mode == preference  # the URI was honoured
+    assert mongo.primary.read_preference == ReadPreference.PRIMARY
+    for repository in (UserRepository(mongo), SessionRepository(mongo),
+                       EmailTokenRepository(mongo), SentEmailRepository(mongo)):
+        assert repository._fresh.read_preference == ReadPreference.PRIMARY, repository
+    assert SigningKeyRepository(mongo.primary)._keys.read_preference == ReadPreference.PRIMARY

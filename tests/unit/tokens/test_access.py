@@ -28,7 +28,7 @@ from ._fakes import FakeClock, MemoryKeyStore
 
 ISSUER = "https://auth.example.test"
 TTL_S = 900
-SECRET = Secret("a" * 40)
+SECRET = Secret("7pnL0c4LH7tyG3yKLJIlp5s-6eOGgc3_99vK9VkKb2c")
 
 
 @pytest.fixture(params=["asyncio", "trio"])

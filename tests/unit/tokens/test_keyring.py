@@ -26,8 +26,8 @@ from authnode.tokens.signing_keys import (
 from ._fakes import FakeClock
 from ._fakes import MemoryKeyStore as _InsertReadStore
 
-SECRET = Secret("k" * 40)
-OLD_SECRET = Secret("o" * 40)
+SECRET = Secret("t5s_tAvg16rJQnmythG0OcspEKxfvk7Sv16LbwCa4Ao")
+OLD_SECRET = Secret("Qm7vXc2LpR9sTf4WjK8nHd3YbG6eUa1ZoN5iEr0VwTy")
 ROTATION_S = 7 * 86400
 TTL_S = 900
 # previous key trust: token lifetime + refresh interval (30 s in these rings) + 5 s skew
@@ -108,7 +108,7 @@ async def test_load_uses_the_newest_stored_key() -> None:
 @pytest.mark.anyio
 async def test_load_with_a_different_secret_fails_loudly() -> None:
     store, clock = MemoryKeyStore(), FakeClock()
-    _insert_key(store, clock, 1, secret=Secret("z" * 40))
+    _insert_key(store, clock, 1, secret=Secret("zbZX4er0_jU_aUsnGbL-mpaLLCysuTtaJgeJN__ScNw"))
     with pytest.raises(SigningKeyError, match="SECRET_KEY"):
         await _ring(store, clock).load()
 

@@ -25,7 +25,7 @@ from authnode.tokens.refresh import (
 )
 
 SID = "665f1c2ab3d4e5f601234567"
-KEY = refresh_key_from_secret(Secret("r" * 40))
+KEY = refresh_key_from_secret(Secret("kOySttwdH8ZC0A-_S-GGIRU-JC5-mDtUg0M6r9GpLnU"))
 
 
 def test_new_token_shape_and_entropy() -> None:
@@ -93,7 +93,7 @@ def test_successor_depends_on_token_nonce_and_key() -> None:
     base = successor_token(token, nonce, KEY, SID)
     assert successor_token(new_refresh_token(SID), nonce, KEY, SID) != base
     assert successor_token(token, new_rotation_nonce(), KEY, SID) != base
-    other_key = refresh_key_from_secret(Secret("q" * 40))
+    other_key = refresh_key_from_secret(Secret("b-9oZBamBeChYGBXW6B-S2lkk597hXuveVzYvu5VRoA"))
     assert successor_token(token, nonce, other_key, SID) != base
 
 
@@ -117,10 +117,10 @@ def test_successor_rejects_mismatched_or_bad_inputs() -> None:
 
 
 def test_refresh_key_is_hkdf_of_the_secret() -> None:
-    key = refresh_key_from_secret(Secret("r" * 40))
+    key = refresh_key_from_secret(Secret("kOySttwdH8ZC0A-_S-GGIRU-JC5-mDtUg0M6r9GpLnU"))
     assert key == KEY
     assert len(key) == 32
-    assert refresh_key_from_secret(Secret("s" * 40)) != key
+    assert refresh_key_from_secret(Secret("9UiX7w_hAHcjVDsQklswOe0yJcVDdHNLUgGkF-FX0sc")) != key
     assert b"r" * 8 not in key
 
 

@@ -23,8 +23,8 @@ from authnode.tokens.signing_keys import (
     to_document,
 )
 
-SECRET = Secret("s" * 40)
-OTHER_SECRET = Secret("t" * 40)
+SECRET = Secret("9UiX7w_hAHcjVDsQklswOe0yJcVDdHNLUgGkF-FX0sc")
+OTHER_SECRET = Secret("omG_wjg4xL8wr4NwU1r5LR3pdf0b6MGk6yLKsxDP9_U")
 NOW = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 

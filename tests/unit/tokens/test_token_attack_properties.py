@@ -62,7 +62,8 @@ _claim_values = (_json_values | st.just(ISSUER) | st.integers(0, 2**63)
 
 async def _keyring_tokens() -> tuple[AccessTokens, KeyRing]:
     clock = FakeClock()
-    ring = KeyRing(MemoryKeyStore(), Secret("s" * 40), rotation_s=86400, clock=clock)
+    ring = KeyRing(MemoryKeyStore(), Secret("9UiX7w_hAHcjVDsQklswOe0yJcVDdHNLUgGkF-FX0sc"),
+                   rotation_s=86400, clock=clock)
     await ring.load()
     return AccessTokens(ring, issuer=ISSUER, ttl_s=900, clock=clock), ring
 
