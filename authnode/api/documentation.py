@@ -23,6 +23,7 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import Rule
 
 from authnode.api import schemas
+from authnode.api.access import public
 
 T = TypeVar("T")
 
@@ -80,6 +81,7 @@ def docs_assets_blueprint(app: Quart) -> Blueprint:
     loaded: dict[str, bytes] = {}
 
     @bp.get(f"{DOCS_ASSETS_PATH}/<name>")
+    @public
     @hide
     async def asset(name: str) -> Response:
         content_type = _DOCS_ASSETS.get(name)
