@@ -130,6 +130,8 @@ class Settings:
     stalled_job_after_s: int
     # Logging
     log_level: str
+    # --- sessions ---
+    refresh_ip_limit: RateLimit
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -370,6 +372,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("STALLED_JOB_AFTER_S", "stalled_job_after_s", _int_at_least(5), "30",
           help="a running job whose worker is silent this long is retried"),
     _Spec("LOG_LEVEL", "log_level", _log_level, "info"),
+    # --- sessions ---
+    _Spec("REFRESH_IP_LIMIT", "refresh_ip_limit", _rate_limit, "1000/1h",
+          help="refreshes per client IP"),
 )
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)
