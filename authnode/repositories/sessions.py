@@ -53,19 +53,19 @@ class SessionRepository:
             {"_id": session_id}, projection=None if with_spent else WITHOUT_SPENT)
 
     async def claim_rotation(self, session_id: str, current_hash: str,
-                             now: datetime) -> bool:
-        """True for the one caller that may rotate this token; False if another caller
-        has claimed it (a concurrent refresh with the same token, or a replay), or if it
-        is not the live token of a live session.
+                             now: datetime) -> str | None:
+        """The session's user id for the one caller that may rotate this token; None if
+        another caller has claimed it (a concurrent refresh with the same token, or a
+        replay), or if it is not the live token of a live session.
 
         The session is read first so that only its live hash ever gets a guard: a made-up
         token, or an old one, causes no write (anyone can send those)."""
         live = await self._fresh.find_one(
             {"_id": session_id, "refresh_hash": current_hash, "revoked_at": None,
-             "expires_at": {"$gt": now}}, projection={"_id": 1})
-        if live is None:
-            return False
-        return await self._guards.claim(f"refresh:{current_hash}", now)
+             "expires_at": {"$gt": now}}, projection={"user_id": 1})
+        if live is None or not await self._guards.claim(f"refresh:{current_hash}", now):
+            return None
+        return str(live["user_id"])
 
     async def rotate(self, session_id: str, current_hash: str, *, new_hash: str, nonce: str,
                      now: datetime) -> Document | None:

@@ -47,11 +47,11 @@ async def sessions(mongo_uri: str) -> AsyncIterator[SessionRepository]:
 
 @pytest.mark.anyio
 async def test_a_token_is_claimed_once(sessions: SessionRepository) -> None:
-    assert await sessions.claim_rotation("s1", _hash(0), NOW) is True
-    assert await sessions.claim_rotation("s1", _hash(0), NOW) is False
+    assert await sessions.claim_rotation("s1", _hash(0), NOW) == "u1"
+    assert await sessions.claim_rotation("s1", _hash(0), NOW) is None
     rotated = await sessions.rotate("s1", _hash(0), new_hash=_hash(1), nonce="n", now=NOW)
     assert rotated is not None
-    assert await sessions.claim_rotation("s1", _hash(1), NOW) is True
+    assert await sessions.claim_rotation("s1", _hash(1), NOW) == "u1"
 
 
 async def _guard_count(sessions: SessionRepository) -> int:
@@ -83,12 +83,12 @@ async def test_only_the_live_hash_of_a_live_session_gets_a_guard(
         "the live token of a revoked session": ("s2", _hash(20)),
     }
     for why, (session_id, token_hash) in refused.items():
-        assert await sessions.claim_rotation(session_id, token_hash, NOW) is False, why
+        assert await sessions.claim_rotation(session_id, token_hash, NOW) is None, why
     expired_at = NOW + timedelta(days=31)
-    assert await sessions.claim_rotation("s1", _hash(1), expired_at) is False, "expired"
+    assert await sessions.claim_rotation("s1", _hash(1), expired_at) is None, "expired"
     assert await _guard_count(sessions) == before, "a refused claim wrote a spend guard"
 
-    assert await sessions.claim_rotation("s1", _hash(1), NOW) is True
+    assert await sessions.claim_rotation("s1", _hash(1), NOW) == "u1"
     assert await _guard_count(sessions) == before + 1
 
 
