@@ -70,6 +70,14 @@ redis.call('SET', KEYS[1], value, 'EX', ARGV[2])
 return value
 """
 
+# Remove the cutoff only if it is still the one given (a later one stays in force).
+_LIFT_IF_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 def revoked_by_cutoff(
     before: float | None, issued_at: float, session_created_at: float | None = None
@@ -102,6 +110,7 @@ class Revocations:
         self._timeout_s = timeout_s
         self.mark_ttl_s = access_token_ttl_s + MARK_EXTRA_S
         self._revoke_before_script = redis.register_script(_REVOKE_BEFORE_LUA)
+        self._lift_if_script = redis.register_script(_LIFT_IF_LUA)
 
     async def revoke_session(self, user_id: str, session_id: str) -> None:
         """Refuse the access tokens of one session from now on, on every instance."""
@@ -138,14 +147,31 @@ class Revocations:
         in_force = _parse_cutoff(stored, key)
         return float(text) if in_force is None else in_force
 
-    async def lift_user_cutoff(self, user_id: str) -> None:
-        """Remove the user-wide cutoff of :meth:`revoke_user` (an account enabled again).
-        Call it only once every session it covered is revoked one by one: the cutoff
-        compares whole-second ``iat`` values, so left in place it would also refuse the
-        tokens of a login made in the same second as the cutoff."""
+    async def lift_user_cutoff(self, user_id: str, *, only: float | None = None) -> None:
+        """Remove the user-wide cutoff of :meth:`revoke_user` (an account enabled again,
+        a password change done). Call it only once every session it covered is revoked
+        one by one: the cutoff compares whole-second ``iat`` values, so left in place it
+        would also refuse the tokens of a login made in the same second as the cutoff.
+
+        ``only``: remove it only if it is still this cutoff (the caller's own), so a later
+        one written meanwhile stays in force."""
+        key = redis_keys.revoked_before(user_id)
         async with redis_unavailable():
             with anyio.fail_after(self._timeout_s):
-                await self._redis.delete(redis_keys.revoked_before(user_id))
+                if only is None:
+                    await self._redis.delete(key)
+                else:
+                    await self._lift_if_script(keys=[key], args=[_cutoff_text(only)])
+
+    async def is_session_marked(self, user_id: str, session_id: str) -> bool:
+        """Whether :meth:`revoke_session` marked this session and the mark still lives
+        (a refresh must not outlive a logout whose MongoDB write failed after the mark).
+        Raises ``Unavailable`` when Redis cannot answer."""
+        key = redis_keys.revoked_session(user_id, session_id)
+        async with redis_unavailable():
+            with anyio.fail_after(self._timeout_s):
+                found = await self._redis.exists(key)
+        return bool(found)
 
     async def is_revoked(
         self,

@@ -151,6 +151,8 @@ class Settings:
     metrics_bind: str | None
     max_replica_lag_s: int
     smtp_allow_insecure_auth: bool
+    # --- sessions ---
+    refresh_ip_limit: RateLimit
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -469,6 +471,9 @@ SPECS: tuple[_Spec, ...] = (
           help="longest a MongoDB secondary may trail the primary"),
     _Spec("SMTP_ALLOW_INSECURE_AUTH", "smtp_allow_insecure_auth", _boolean, "false",
           help="allow SMTP credentials over a connection without TLS"),
+    # --- sessions ---
+    _Spec("REFRESH_IP_LIMIT", "refresh_ip_limit", _rate_limit, "1000/1h",
+          help="refreshes per client IP"),
 )
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)

@@ -10,7 +10,9 @@ filter holds the current hash; see repositories/sessions). The token just replac
 presented again within ``REFRESH_REUSE_GRACE_S``, is a concurrent refresh from the same
 client and gets the same successor (see :mod:`authnode.tokens.refresh`); presented later,
 or any older token of the session presented at all, it was stolen or replayed, and the
-whole session ends.
+whole session ends. A refresh is also refused for a session that a logout or a password
+change meant to end even if that request failed halfway (its Redis mark, or a
+password changed after the session last proved it).
 """
 
 from __future__ import annotations
@@ -110,20 +112,24 @@ async def start_session(accounts: Accounts, user: dict[str, Any], *, ip: str,
     return IssuedTokens(access_token, expires_in, refresh_token, user)
 
 
-async def refresh(accounts: Accounts, *, refresh_token: str) -> IssuedTokens:
+async def refresh(accounts: Accounts, *, refresh_token: str, ip: str) -> IssuedTokens:
+    await accounts.limiter.check("refresh_ip", ip, accounts.settings.refresh_ip_limit)
     session_id = parse_refresh_token(refresh_token)
     presented_hash = hash_refresh_token(refresh_token)
     now = accounts.now()
     nonce = secrets.token_urlsafe(32)
     successor = successor_token(refresh_token, nonce, accounts.refresh_key, session_id)
     session = replayed = None
-    may_rotate = await accounts.sessions.claim_rotation(presented_hash, now)
-    if not may_rotate:
+    owner = await accounts.sessions.claim_rotation(session_id, presented_hash, now)
+    if owner is None:
         replayed = await _after_concurrent_rotation(accounts, session_id, presented_hash)
         # Still the live token: the request that claimed it failed (a 503) or died before
         # its update, and the client is retrying. Rotate it now rather than log them out.
-        may_rotate = _is_live(replayed, presented_hash)
-    if may_rotate:
+        if replayed is not None and _is_live(replayed, presented_hash):
+            owner = replayed["user_id"]
+    if owner is not None:
+        # Before the token is spent, so that a Redis failure here leaves it for a retry.
+        await _refuse_if_marked(accounts, owner, session_id)
         session = await accounts.sessions.rotate(
             session_id, presented_hash, new_hash=hash_refresh_token(successor), nonce=nonce,
             now=now)
@@ -132,12 +138,27 @@ async def refresh(accounts: Accounts, *, refresh_token: str) -> IssuedTokens:
     if session is None:
         successor = await _replayed(accounts, replayed, refresh_token, presented_hash)
         session = replayed
-    assert session is not None  # _replayed raised otherwise
+        assert session is not None  # _replayed raised otherwise
+        await _refuse_if_marked(accounts, session["user_id"], session_id)
     user = await accounts.users.by_id(session["user_id"])
     if user is None or user.get("disabled"):
         raise InvalidToken()
+    changed_at = user.get("password_changed_at")
+    proved_at = session.get("credentials_at") or session["created_at"]
+    if changed_at is not None and proved_at < changed_at:
+        # A password change meant to end this session; finish what it could not.
+        await accounts.sessions.revoke(session_id, accounts.now())
+        raise InvalidToken()
     access_token, expires_in = await accounts.access_tokens.issue(user["_id"], session_id)
     return IssuedTokens(access_token, expires_in, successor, user)
+
+
+async def _refuse_if_marked(accounts: Accounts, user_id: str, session_id: str) -> None:
+    """Refuse (and finish revoking) a session that a logout or logout-all marked in Redis
+    but whose MongoDB revocation did not happen."""
+    if await accounts.revocations.is_session_marked(user_id, session_id):
+        await accounts.sessions.revoke(session_id, accounts.now())
+        raise InvalidToken()
 
 
 async def _after_concurrent_rotation(accounts: Accounts, session_id: str,
@@ -178,20 +199,28 @@ async def _replayed(accounts: Accounts, session: dict[str, Any] | None, refresh_
 
 
 async def end_session(accounts: Accounts, user_id: str, session_id: str) -> bool:
-    """End one session everywhere at once; False if it was not the user's or not live."""
-    ended = await accounts.sessions.revoke(session_id, accounts.now(), user_id=user_id)
-    if ended is None:
+    """End one session everywhere at once; False if it was not the user's or not live.
+
+    The Redis mark comes first, and is written again when the session is already revoked
+    in MongoDB: a logout retried after a failure (or after Redis lost the mark) must not
+    answer as done while the access token still works. If MongoDB fails after the mark,
+    the mark refuses the session's refreshes too (:func:`_refuse_if_marked`)."""
+    session = await accounts.sessions.by_id(session_id)
+    if session is None or session["user_id"] != user_id:
         return False
     await accounts.revocations.revoke_sessions(user_id, [session_id])
-    return True
+    ended = await accounts.sessions.revoke(session_id, accounts.now(), user_id=user_id)
+    return ended is not None
 
 
 async def end_all_sessions(accounts: Accounts, user_id: str, *,
                            except_session: str | None = None) -> None:
     now = accounts.now()
-    live = await accounts.sessions.live_ids_for_user(user_id, now)
-    doomed = [sid for sid in live if sid != except_session]
-    # Mark first: if Redis is down this raises before anything changes.
+    marks_live_s = accounts.revocations.mark_ttl_s
+    doomed = [sid for sid in await accounts.sessions.ids_to_mark(
+        user_id, now, now - timedelta(seconds=marks_live_s)) if sid != except_session]
+    # Mark first: if Redis is down this raises before anything changes. Sessions revoked
+    # within a mark's lifetime are marked again, so a retry restores lost marks.
     await accounts.revocations.revoke_sessions(user_id, doomed)
     await accounts.sessions.revoke_all(user_id, now, except_session=except_session)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from authnode.accounts.authentication import check_password, end_all_sessions
 from authnode.accounts.context import Accounts
-from authnode.accounts.models import Principal, lookup_email
+from authnode.accounts.models import Principal, lookup_email, utc
 from authnode.accounts.registration import email_token_hash
-from authnode.errors import InvalidCredentials, InvalidEmailToken, InvalidToken
+from authnode.errors import InvalidCredentials, InvalidEmailToken, InvalidToken, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 async def forgot_password(accounts: Accounts, *, email: str, ip: str) -> None:
@@ -18,15 +21,19 @@ async def forgot_password(accounts: Accounts, *, email: str, ip: str) -> None:
 
 async def reset_password(accounts: Accounts, *, token: str, password: str) -> None:
     token_hash = email_token_hash(token)
-    now = accounts.now()
     # Check the password before spending the link, so a weak choice does not burn it.
-    if not await accounts.email_tokens.is_usable(token_hash, "password_reset", now):
+    if not await accounts.email_tokens.is_usable(token_hash, "password_reset", accounts.now()):
         raise InvalidEmailToken()
     user = await _token_user(accounts, token_hash)
     accounts.policy.check(password, email=user["email"])
     password_hash = await accounts.hasher.hash(password)
+    # The cutoff first: whichever write below fails, no access token of the old sessions
+    # works any more, and their refreshes are refused once the password has changed.
+    cutoff = accounts.clock()
+    await accounts.revocations.revoke_user(user["_id"], cutoff)
     spent = await accounts.email_tokens.consume(token_hash, "password_reset", accounts.now())
     if spent is None:
+        await _lift_cutoff(accounts, user["_id"], cutoff)  # nothing changed after all
         raise InvalidEmailToken()
     await accounts.profiles.invalidate(user["_id"])
     # Whoever holds the link holds the mailbox: the address counts as verified. A link
@@ -35,9 +42,25 @@ async def reset_password(accounts: Accounts, *, token: str, password: str) -> No
         user["_id"], password_hash, accounts.now(), verify_email=True,
         expected_version=spent.get("credential_version", 1))
     if updated is None:
+        await _lift_cutoff(accounts, user["_id"], cutoff)
         raise InvalidEmailToken()
     await end_all_sessions(accounts, user["_id"])
+    await _lift_cutoff(accounts, user["_id"], cutoff)
     await accounts.outbox.request("password_changed", email=user["email"], user_id=user["_id"])
+
+
+async def _lift_cutoff(accounts: Accounts, user_id: str, cutoff: float) -> None:
+    """Lift ``cutoff`` (if it is still the one in force), written before a password
+    write, once that write is refused or
+    every old session is revoked one by one: left in place it would also refuse a login
+    made in the same second (see revocations). A store failure before this point leaves
+    it in force: it refuses too much, never too little, and expires with the access
+    tokens it concerns."""
+    try:
+        await accounts.revocations.lift_user_cutoff(user_id, only=cutoff)
+    except Unavailable:
+        log.warning("revocation cutoff not lifted after a password change",
+                    extra={"user_id": user_id})
 
 
 async def _token_user(accounts: Accounts, token_hash: str) -> dict[str, Any]:
@@ -57,9 +80,17 @@ async def change_password(accounts: Accounts, principal: Principal, *, current_p
         raise InvalidCredentials("The current password is incorrect.")
     accounts.policy.check(new_password, email=user["email"])
     password_hash = await accounts.hasher.hash(new_password)
-    updated = await accounts.users.set_password(user["_id"], password_hash, accounts.now(),
+    # This session proves the password now, so it outlives the change; then the cutoff,
+    # so that no failure below leaves another session's access token working.
+    cutoff = accounts.clock()
+    await accounts.sessions.confirm_credentials(principal.session_id, user["_id"],
+                                                utc(cutoff))
+    await accounts.revocations.revoke_user(user["_id"], cutoff)
+    updated = await accounts.users.set_password(user["_id"], password_hash, utc(cutoff),
                                                 expected_hash=user["password_hash"])
     if updated is None:
+        await _lift_cutoff(accounts, user["_id"], cutoff)
         raise InvalidCredentials("The password changed meanwhile; try again.")
     await end_all_sessions(accounts, user["_id"], except_session=principal.session_id)
+    await _lift_cutoff(accounts, user["_id"], cutoff)
     await accounts.outbox.request("password_changed", email=user["email"], user_id=user["_id"])

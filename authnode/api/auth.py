@@ -81,9 +81,14 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @validate_request(schemas.RefreshRequest)
     @document_response(schemas.Tokens, 200)
     @document_response(schemas.Error, 401)
+    @document_response(schemas.Error, 429)
     async def refresh(data: schemas.RefreshRequest) -> dict[str, object]:
-        """Rotate a refresh token: the answer carries a new one; the old one is spent."""
-        issued = await authentication.refresh(accounts, refresh_token=data.refresh_token)
+        """Rotate a refresh token: the answer carries a new one; the old one is spent.
+
+        Refused (401) once the session was ended, even by a logout or password change
+        that failed halfway. Limited per client address (``REFRESH_IP_LIMIT``)."""
+        issued = await authentication.refresh(accounts, refresh_token=data.refresh_token,
+                                              ip=ip())
         return issued.as_json()
 
     @bp.post("/logout")
@@ -91,7 +96,9 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @document_response(schemas.Error, 401)
     @no_content()
     async def logout() -> Response:
-        """End this session: its access and refresh tokens stop working at once."""
+        """End this session: its access and refresh tokens stop working at once.
+
+        Safe to retry: a retry after a failure finishes the job."""
         await authentication.end_session(accounts, g.principal.user_id, g.principal.session_id)
         return _empty()
 

@@ -52,10 +52,20 @@ class SessionRepository:
         return await self._fresh.find_one(
             {"_id": session_id}, projection=None if with_spent else WITHOUT_SPENT)
 
-    async def claim_rotation(self, current_hash: str, now: datetime) -> bool:
-        """True for the one caller that may rotate this token; False if another caller
-        has claimed it (a concurrent refresh with the same token, or a replay)."""
-        return await self._guards.claim(f"refresh:{current_hash}", now)
+    async def claim_rotation(self, session_id: str, current_hash: str,
+                             now: datetime) -> str | None:
+        """The session's user id for the one caller that may rotate this token; None if
+        another caller has claimed it (a concurrent refresh with the same token, or a
+        replay), or if it is not the live token of a live session.
+
+        The session is read first so that only its live hash ever gets a guard: a made-up
+        token, or an old one, causes no write (anyone can send those)."""
+        live = await self._fresh.find_one(
+            {"_id": session_id, "refresh_hash": current_hash, "revoked_at": None,
+             "expires_at": {"$gt": now}}, projection={"user_id": 1})
+        if live is None or not await self._guards.claim(f"refresh:{current_hash}", now):
+            return None
+        return str(live["user_id"])
 
     async def rotate(self, session_id: str, current_hash: str, *, new_hash: str, nonce: str,
                      now: datetime) -> Document | None:
@@ -75,6 +85,15 @@ class SessionRepository:
                 {"_id": session_id, "refresh_hash": new_hash},
                 {"$set": {"spent": spent[-SPENT_KEPT_AFTER_TRIM:]}})
         return session
+
+    async def confirm_credentials(self, session_id: str, user_id: str,
+                                  now: datetime) -> None:
+        """Record that this live session proved the password at ``now`` (it changed the
+        password), so it outlives the change; see ``credentials_at`` in
+        :func:`authnode.accounts.authentication.refresh`."""
+        await self._fresh.update_one(
+            {"_id": session_id, "user_id": user_id, "revoked_at": None},
+            {"$set": {"credentials_at": now}})
 
     async def touch(self, session_id: str, now: datetime) -> None:
         await self._fresh.update_one({"_id": session_id}, {"$set": {"last_used_at": now}})
@@ -107,6 +126,17 @@ class SessionRepository:
         """Fresh (primary) list, for revocation: every live session must be found."""
         cursor = self._fresh.find(
             {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}},
+            projection={"_id": 1})
+        return [doc["_id"] for doc in await cursor.to_list()]
+
+    async def ids_to_mark(self, user_id: str, now: datetime,
+                          revoked_since: datetime) -> list[str]:
+        """Fresh (primary) list of the sessions whose access tokens a revocation must
+        mark: the live ones, and those revoked since ``revoked_since`` (their marks may
+        have been lost, e.g. by a Redis failover; writing them again is harmless)."""
+        cursor = self._fresh.find(
+            {"user_id": user_id, "expires_at": {"$gt": now},
+             "$or": [{"revoked_at": None}, {"revoked_at": {"$gt": revoked_since}}]},
             projection={"_id": 1})
         return [doc["_id"] for doc in await cursor.to_list()]
 

@@ -157,6 +157,34 @@ async def test_revoke_user_keeps_the_latest_cutoff(redis_target: RedisTarget) ->
 
 
 @pytest.mark.anyio
+async def test_a_cutoff_is_lifted_only_by_its_writer(redis_target: RedisTarget) -> None:
+    """A password change lifts its own cutoff when done; a later cutoff written meanwhile
+    (another change, a disabled account) stays in force."""
+    user, session = _ids()
+    async with _client(redis_target.url, redis_target.mode) as client:
+        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S)
+        now = time.time()
+        await revocations.revoke_user(user, now)
+        await revocations.revoke_user(user, now + 0.5)
+        await revocations.lift_user_cutoff(user, only=now)
+        assert await revocations.is_revoked(user, session, math.floor(now)), "lifted a later one"
+        await revocations.lift_user_cutoff(user, only=now + 0.5)
+        assert not await revocations.is_revoked(user, session, math.floor(now))
+
+
+@pytest.mark.anyio
+async def test_a_session_mark_is_seen_by_itself(redis_target: RedisTarget) -> None:
+    user, session = _ids()
+    async with _client(redis_target.url, redis_target.mode) as client:
+        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S)
+        assert not await revocations.is_session_marked(user, session)
+        await revocations.revoke_user(user, time.time())  # a cutoff is not a session mark
+        assert not await revocations.is_session_marked(user, session)
+        await revocations.revoke_sessions(user, [session])
+        assert await revocations.is_session_marked(user, session)
+
+
+@pytest.mark.anyio
 async def test_is_revoked_keys_share_one_slot(redis_target: RedisTarget) -> None:
     user, session = _ids()
     keys = [redis_keys.revoked_session(user, session), redis_keys.revoked_before(user)]

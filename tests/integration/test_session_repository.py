@@ -16,6 +16,7 @@ from authnode.repositories.sessions import (
     SessionRepository,
     spent_prefix,
 )
+from authnode.repositories.spend_guards import COLLECTION as GUARDS
 from authnode.settings import load_settings
 from authnode.tuning import HostResources
 
@@ -48,9 +49,49 @@ async def sessions(mongo_uri: str) -> AsyncIterator[SessionRepository]:
 
 @pytest.mark.anyio
 async def test_a_token_is_claimed_once(sessions: SessionRepository) -> None:
-    assert await sessions.claim_rotation(_hash(0), NOW) is True
-    assert await sessions.claim_rotation(_hash(0), NOW) is False
-    assert await sessions.claim_rotation(_hash(1), NOW) is True
+    assert await sessions.claim_rotation("s1", _hash(0), NOW) == "u1"
+    assert await sessions.claim_rotation("s1", _hash(0), NOW) is None
+    rotated = await sessions.rotate("s1", _hash(0), new_hash=_hash(1), nonce="n", now=NOW)
+    assert rotated is not None
+    assert await sessions.claim_rotation("s1", _hash(1), NOW) == "u1"
+
+
+async def _guard_count(sessions: SessionRepository) -> int:
+    guards = sessions._fresh.database[GUARDS]
+    return await guards.count_documents({})
+
+
+@pytest.mark.anyio
+async def test_only_the_live_hash_of_a_live_session_gets_a_guard(
+        sessions: SessionRepository) -> None:
+    """Anyone can send a refresh token: one that is not the session's live token (made
+    up, of an unknown session, already rotated, of a revoked or expired session) must
+    cause no write."""
+    rotated = await sessions.rotate("s1", _hash(0), new_hash=_hash(1), nonce="n", now=NOW)
+    assert rotated is not None
+    await sessions.insert({
+        "_id": "s2", "user_id": "u1", "refresh_hash": _hash(20), "previous_hash": None,
+        "rotation_nonce": None, "rotated_at": None, "spent": [], "created_at": NOW,
+        "last_used_at": NOW, "expires_at": NOW + timedelta(days=30), "user_agent": "",
+        "ip": "127.0.0.1", "revoked_at": None})
+    assert await sessions.revoke("s2", NOW) is not None
+    before = await _guard_count(sessions)
+
+    refused = {
+        "made-up token of a real session": ("s1", _hash(99)),
+        "token of an unknown session": ("nobody", _hash(0)),
+        "the live hash, under another session id": ("s2", _hash(1)),
+        "the just-replaced token": ("s1", _hash(0)),
+        "the live token of a revoked session": ("s2", _hash(20)),
+    }
+    for why, (session_id, token_hash) in refused.items():
+        assert await sessions.claim_rotation(session_id, token_hash, NOW) is None, why
+    expired_at = NOW + timedelta(days=31)
+    assert await sessions.claim_rotation("s1", _hash(1), expired_at) is None, "expired"
+    assert await _guard_count(sessions) == before, "a refused claim wrote a spend guard"
+
+    assert await sessions.claim_rotation("s1", _hash(1), NOW) == "u1"
+    assert await _guard_count(sessions) == before + 1
 
 
 @pytest.mark.anyio

@@ -104,10 +104,13 @@ def _handles(calls: list[tuple[str, str]]) -> MongoHandles:
     # Refresh
     (lambda u, s: s.rotate("s1", "h", new_hash="n", nonce="x", now=NOW), "primary"),
     (lambda u, s: s.by_id("s1"), "primary"),
+    (lambda u, s: s.claim_rotation("s1", "h", NOW), "primary"),
     (lambda u, s: u.by_id("u1"), "primary"),
     # Revocation
     (lambda u, s: s.live_ids_for_user("u1", NOW), "primary"),
     (lambda u, s: s.revoke("s1", NOW), "primary"),
+    (lambda u, s: s.ids_to_mark("u1", NOW, NOW), "primary"),
+    (lambda u, s: s.confirm_credentials("s1", "u1", NOW), "primary"),
 ])
 async def test_each_read_goes_to_its_handle(call: Any, handle: str) -> None:
     calls: list[tuple[str, str]] = []
