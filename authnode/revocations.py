@@ -11,7 +11,11 @@ them on a single Redis and on a Redis Cluster alike:
   deletion or disabling).
 
 Both marks live ``ACCESS_TOKEN_TTL + 60`` seconds: by then every access token they could
-concern has expired by itself (the 60 s absorb clock skew between instances).
+concern has expired by itself (the 60 s absorb clock skew between instances). A session
+mark is first written *pending*, living as long as the session's refresh token could
+(``REFRESH_TOKEN_TTL + 60``), and shortened (:meth:`Revocations.settle_sessions`) only once
+MongoDB has revoked the session: if that write fails, the mark keeps refusing the session's
+refreshes, which finish the revocation, however late the refresh comes.
 
 Timing of ``revoked_before`` -- what is compared with it. Access tokens carry an integer
 ``iat`` (whole seconds), which cannot tell a token issued at 100.3 before a revocation at
@@ -102,6 +106,7 @@ class Revocations:
         redis: RedisClient,
         *,
         access_token_ttl_s: int,
+        refresh_token_ttl_s: int,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if access_token_ttl_s < 1:
@@ -109,6 +114,7 @@ class Revocations:
         self._redis = redis
         self._timeout_s = timeout_s
         self.mark_ttl_s = access_token_ttl_s + MARK_EXTRA_S
+        self.pending_mark_ttl_s = max(refresh_token_ttl_s, access_token_ttl_s) + MARK_EXTRA_S
         self._revoke_before_script = redis.register_script(_REVOKE_BEFORE_LUA)
         self._lift_if_script = redis.register_script(_LIFT_IF_LUA)
 
@@ -119,9 +125,22 @@ class Revocations:
             with anyio.fail_after(self._timeout_s):
                 await self._redis.set(key, b"1", ex=self.mark_ttl_s)
 
-    async def revoke_sessions(self, user_id: str, session_ids: list[str]) -> None:
+    async def revoke_sessions(self, user_id: str, session_ids: list[str], *,
+                              pending: bool = False) -> None:
         """Refuse the access tokens of several sessions of one user, in one round trip
-        (their keys share the user's hash tag, so this is one pipeline on one shard)."""
+        (their keys share the user's hash tag, so this is one pipeline on one shard).
+        ``pending``: the MongoDB revocation is still to come; the marks live as long as
+        a refresh token could, until :meth:`settle_sessions`."""
+        await self._mark(user_id, session_ids,
+                         self.pending_mark_ttl_s if pending else self.mark_ttl_s)
+
+    async def settle_sessions(self, user_id: str, session_ids: list[str]) -> None:
+        """MongoDB has revoked these sessions: their marks need only outlive the access
+        tokens now. A failure here leaves a mark living longer, which refuses nothing
+        that should work."""
+        await self._mark(user_id, session_ids, self.mark_ttl_s)
+
+    async def _mark(self, user_id: str, session_ids: list[str], ttl_s: int) -> None:
         if not session_ids:
             return
         async with redis_unavailable():
@@ -129,7 +148,7 @@ class Revocations:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for session_id in session_ids:
                         pipe.set(redis_keys.revoked_session(user_id, session_id), b"1",
-                                 ex=self.mark_ttl_s)
+                                 ex=ttl_s)
                     await pipe.execute()
 
     async def revoke_user(self, user_id: str, before: float) -> float:

@@ -33,6 +33,7 @@ from authnode.errors import (
     EmailNotVerified,
     InvalidCredentials,
     InvalidToken,
+    Unavailable,
 )
 from authnode.repositories.sessions import spent_prefix
 from authnode.tokens.refresh import (
@@ -203,14 +204,24 @@ async def end_session(accounts: Accounts, user_id: str, session_id: str) -> bool
 
     The Redis mark comes first, and is written again when the session is already revoked
     in MongoDB: a logout retried after a failure (or after Redis lost the mark) must not
-    answer as done while the access token still works. If MongoDB fails after the mark,
-    the mark refuses the session's refreshes too (:func:`_refuse_if_marked`)."""
+    answer as done while the access token still works. The mark is pending until MongoDB
+    has revoked the session: if that write fails, the mark refuses the session's refreshes
+    for as long as its refresh token could live (:func:`_refuse_if_marked`)."""
     session = await accounts.sessions.by_id(session_id)
     if session is None or session["user_id"] != user_id:
         return False
-    await accounts.revocations.revoke_sessions(user_id, [session_id])
+    await accounts.revocations.revoke_sessions(user_id, [session_id], pending=True)
     ended = await accounts.sessions.revoke(session_id, accounts.now(), user_id=user_id)
+    await _settle(accounts, user_id, [session_id])
     return ended is not None
+
+
+async def _settle(accounts: Accounts, user_id: str, session_ids: list[str]) -> None:
+    try:
+        await accounts.revocations.settle_sessions(user_id, session_ids)
+    except Unavailable:
+        log.warning("could not shorten session marks; they expire later",
+                    extra={"user_id": user_id})
 
 
 async def end_all_sessions(accounts: Accounts, user_id: str, *,
@@ -221,8 +232,9 @@ async def end_all_sessions(accounts: Accounts, user_id: str, *,
         user_id, now, now - timedelta(seconds=marks_live_s)) if sid != except_session]
     # Mark first: if Redis is down this raises before anything changes. Sessions revoked
     # within a mark's lifetime are marked again, so a retry restores lost marks.
-    await accounts.revocations.revoke_sessions(user_id, doomed)
+    await accounts.revocations.revoke_sessions(user_id, doomed, pending=True)
     await accounts.sessions.revoke_all(user_id, now, except_session=except_session)
+    await _settle(accounts, user_id, doomed)
 
 
 async def authenticate(accounts: Accounts, bearer: str, *,

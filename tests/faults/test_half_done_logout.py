@@ -27,14 +27,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from pymongo import MongoClient
 from pymongo.errors import AutoReconnect
 from quart.typing import TestClientProtocol as QuartClient
 
+from authnode import redis_keys
 from authnode.api.app import create_app
 from authnode.clients.mongo import Document, MongoHandles
 from authnode.clients.redis import RedisClient
@@ -61,7 +63,7 @@ from tests.acceptance.test_accounts_support import (
     reset_token,
 )
 from tests.harness import AuthnodeEnv, AuthnodeProcess
-from tests.services import SmtpRecorder, wait_until
+from tests.services import SmtpRecorder, async_client, wait_until
 
 __all__ = ["authnode", "authnode_env"]  # the acceptance deployment, in both Redis modes
 
@@ -138,17 +140,24 @@ class FlakyEmailTokens(EmailTokenRepository):
 
 
 class FlakyRevocations(Revocations):
-    def __init__(self, redis: RedisClient, faults: Faults, *, access_token_ttl_s: int) -> None:
-        super().__init__(redis, access_token_ttl_s=access_token_ttl_s)
+    def __init__(self, redis: RedisClient, faults: Faults, *, access_token_ttl_s: int,
+                 refresh_token_ttl_s: int) -> None:
+        super().__init__(redis, access_token_ttl_s=access_token_ttl_s,
+                         refresh_token_ttl_s=refresh_token_ttl_s)
         self._faults = faults
 
     async def revoke_session(self, user_id: str, session_id: str) -> None:
         self._faults.write("revocations.revoke_session", "redis")
         await super().revoke_session(user_id, session_id)
 
-    async def revoke_sessions(self, user_id: str, session_ids: list[str]) -> None:
+    async def revoke_sessions(self, user_id: str, session_ids: list[str], *,
+                              pending: bool = False) -> None:
         self._faults.write("revocations.revoke_sessions", "redis")
-        await super().revoke_sessions(user_id, session_ids)
+        await super().revoke_sessions(user_id, session_ids, pending=pending)
+
+    async def settle_sessions(self, user_id: str, session_ids: list[str]) -> None:
+        self._faults.write("revocations.settle_sessions", "redis")
+        await super().settle_sessions(user_id, session_ids)
 
     async def revoke_user(self, user_id: str, before: float) -> float:
         self._faults.write("revocations.revoke_user", "redis")
@@ -170,16 +179,18 @@ async def flaky_app(env: AuthnodeEnv, faults: Faults) -> AsyncIterator[QuartClie
             stack.accounts, users=users, sessions=FlakySessions(stack.mongo, faults),
             email_tokens=FlakyEmailTokens(stack.mongo, faults),
             revocations=FlakyRevocations(stack.redis, faults,
-                                         access_token_ttl_s=settings.access_token_ttl_s))
+                                         access_token_ttl_s=settings.access_token_ttl_s,
+                                         refresh_token_ttl_s=settings.refresh_token_ttl_s))
         app = create_app(accounts, stack.keyring, stack.probes(), metrics=Metrics({}),
                          online=stack.online)
         async with app.test_app() as test_app:
             yield test_app.test_client()
 
 
-# A failure here is logged and not reported: the work is done, and the cutoff left in
-# force refuses too much, never too little (see accounts/recovery.py).
-SWALLOWED = {"revocations.lift_user_cutoff"}
+# A failure here is logged and not reported: the work is done, and the cutoff or the mark
+# left in force refuses too much, never too little (see accounts/recovery.py and
+# end_session in accounts/authentication.py).
+SWALLOWED = {"revocations.lift_user_cutoff", "revocations.settle_sessions"}
 
 
 async def _fail_once(faults: Faults, fail_at: int, request: Callable[[], Any]) -> None:
@@ -192,6 +203,30 @@ async def _fail_once(faults: Faults, fail_at: int, request: Callable[[], Any]) -
     expected = 204 if faults.fired in SWALLOWED else 503
     assert response.status_code == expected, (faults.fired, response.status_code,
                                               await response.get_data(as_text=True))
+
+
+async def assert_no_session_outlives_its_mark(env: AuthnodeEnv,
+                                              logins: list[dict[str, Any]]) -> None:
+    """Before any refresh could finish the job: a session that MongoDB has not revoked
+    keeps a Redis mark at least as long as its refresh token can live, so its refresh is
+    refused however late it comes (a mark that expired first would let it work again)."""
+    with MongoClient[dict[str, Any]](env.variables["MONGODB_URI"], tz_aware=True) as mongo:
+        sessions = mongo.get_default_database()["sessions"]
+        redis = async_client(env.variables["REDIS_URL"])
+        try:
+            for tokens in logins:
+                session_id = tokens["refresh_token"].rpartition(".")[0].removeprefix("rt_")
+                stored = sessions.find_one({"_id": session_id})
+                assert stored is not None
+                if stored.get("revoked_at") is not None:
+                    continue
+                left_s = (stored["expires_at"] - datetime.now(UTC)).total_seconds()
+                mark_s = await redis.ttl(redis_keys.revoked_session(stored["user_id"],
+                                                                     session_id))
+                assert mark_s >= left_s, (f"session {session_id} is live in MongoDB for "
+                                          f"{left_s:.0f} s but its mark ends in {mark_s} s")
+        finally:
+            await redis.aclose()
 
 
 def _me(client: httpx.Client, access_token: str) -> int:
@@ -223,10 +258,12 @@ def _with_fresh_access(client: httpx.Client, tokens: dict[str, Any],
 
 
 # Writes of each request in the current code (asserted: the fault must fire).
-LOGOUT_WRITES = 2        # Redis mark, MongoDB revocation
-LOGOUT_ALL_WRITES = 2    # Redis marks, MongoDB revocations
-CHANGE_WRITES = 6        # session proves password, cutoff, password, marks, revocations, lift
-RESET_WRITES = 6         # cutoff, link spent, password, marks, revocations, lift
+LOGOUT_WRITES = 3        # pending Redis mark, MongoDB revocation, mark settled
+LOGOUT_ALL_WRITES = 3    # pending Redis marks, MongoDB revocations, marks settled
+CHANGE_WRITES = 7        # session proves password, cutoff, password, marks, revocations,
+#                          marks settled, lift
+RESET_WRITES = 7         # cutoff, link spent, password, marks, revocations, marks settled,
+#                          lift
 
 
 @pytest.mark.anyio
@@ -244,6 +281,7 @@ async def test_a_retried_logout_converges(authnode: AuthnodeProcess, authnode_en
 
     retry = client.post("/v1/auth/logout", headers=bearer(session["access_token"]))
     assert retry.status_code in (204, 401), describe(retry)
+    await assert_no_session_outlives_its_mark(authnode_env, [session])
     assert_access_refused(client, session["access_token"],
                           f"after a retried logout that answered {retry.status_code}")
     assert_refresh_refused(client, session["refresh_token"], "after a retried logout")
@@ -268,6 +306,7 @@ async def test_a_retried_logout_all_converges(authnode: AuthnodeProcess,
     retry = _with_fresh_access(client, dict(here), lambda access: client.post(
         "/v1/auth/logout-all", headers=bearer(access)))
     assert retry.status_code in (204, 401), describe(retry)
+    await assert_no_session_outlives_its_mark(authnode_env, [here, there])
     for name, tokens in (("here", here), ("there", there)):
         assert_access_refused(client, tokens["access_token"], f"{name}, after logout-all")
         assert_refresh_refused(client, tokens["refresh_token"], f"{name}, after logout-all")

@@ -23,6 +23,7 @@ from authnode.tuning import HostResources
 from tests.services import RedisTarget
 
 ACCESS_TTL_S = 900
+REFRESH_TTL_S = 30 * 86400
 
 
 def _settings(url: str, mode: str) -> Settings:
@@ -91,8 +92,10 @@ async def test_revoke_session_is_seen_by_every_instance(redis_target: RedisTarge
     now = int(time.time())
     async with (_client(redis_target.url, redis_target.mode) as one,
                 _client(redis_target.url, redis_target.mode) as two):
-        writer = Revocations(one, access_token_ttl_s=ACCESS_TTL_S)
-        reader = Revocations(two, access_token_ttl_s=ACCESS_TTL_S)
+        writer = Revocations(one, access_token_ttl_s=ACCESS_TTL_S,
+                             refresh_token_ttl_s=REFRESH_TTL_S)
+        reader = Revocations(two, access_token_ttl_s=ACCESS_TTL_S,
+                             refresh_token_ttl_s=REFRESH_TTL_S)
         assert not await reader.is_revoked(user, session, now)
 
         await writer.revoke_session(user, session)
@@ -113,8 +116,10 @@ async def test_revoke_user_refuses_older_tokens_and_accepts_newer(
     other_user, _ = _ids()
     async with (_client(redis_target.url, redis_target.mode) as one,
                 _client(redis_target.url, redis_target.mode) as two):
-        writer = Revocations(one, access_token_ttl_s=ACCESS_TTL_S)
-        reader = Revocations(two, access_token_ttl_s=ACCESS_TTL_S)
+        writer = Revocations(one, access_token_ttl_s=ACCESS_TTL_S,
+                             refresh_token_ttl_s=REFRESH_TTL_S)
+        reader = Revocations(two, access_token_ttl_s=ACCESS_TTL_S,
+                             refresh_token_ttl_s=REFRESH_TTL_S)
         issued_earlier = int(time.time()) - 30
         assert not await reader.is_revoked(user, session, issued_earlier)
 
@@ -144,7 +149,8 @@ async def test_revoke_user_refuses_older_tokens_and_accepts_newer(
 async def test_revoke_user_keeps_the_latest_cutoff(redis_target: RedisTarget) -> None:
     user, session = _ids()
     async with _client(redis_target.url, redis_target.mode) as client:
-        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S)
+        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S,
+                                  refresh_token_ttl_s=REFRESH_TTL_S)
         now = time.time()
         assert await revocations.revoke_user(user, now + 10.25) == now + 10.25
         assert await revocations.revoke_user(user, now) == now + 10.25  # earlier loses
@@ -162,7 +168,8 @@ async def test_a_cutoff_is_lifted_only_by_its_writer(redis_target: RedisTarget) 
     (another change, a disabled account) stays in force."""
     user, session = _ids()
     async with _client(redis_target.url, redis_target.mode) as client:
-        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S)
+        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S,
+                                  refresh_token_ttl_s=REFRESH_TTL_S)
         now = time.time()
         await revocations.revoke_user(user, now)
         await revocations.revoke_user(user, now + 0.5)
@@ -176,7 +183,8 @@ async def test_a_cutoff_is_lifted_only_by_its_writer(redis_target: RedisTarget) 
 async def test_a_session_mark_is_seen_by_itself(redis_target: RedisTarget) -> None:
     user, session = _ids()
     async with _client(redis_target.url, redis_target.mode) as client:
-        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S)
+        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S,
+                                  refresh_token_ttl_s=REFRESH_TTL_S)
         assert not await revocations.is_session_marked(user, session)
         await revocations.revoke_user(user, time.time())  # a cutoff is not a session mark
         assert not await revocations.is_session_marked(user, session)
@@ -196,7 +204,8 @@ async def test_is_revoked_keys_share_one_slot(redis_target: RedisTarget) -> None
         slots = {int(await client.cluster_keyslot(key)) for key in keys}
         assert slots == {key_slot(keys[0].encode())}
         # And the one MGET of is_revoked is accepted by the cluster.
-        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S)
+        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S,
+                                  refresh_token_ttl_s=REFRESH_TTL_S)
         await revocations.revoke_session(user, session)
         assert await revocations.is_revoked(user, session, int(time.time()))
 
@@ -206,7 +215,8 @@ async def test_outage_fails_closed_quickly(redis_target: RedisTarget) -> None:
     user, session = _ids()
     async with _client(_closed_port_url(redis_target.mode), redis_target.mode,
                        warm=False) as client:
-        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S)
+        revocations = Revocations(client, access_token_ttl_s=ACCESS_TTL_S,
+                                  refresh_token_ttl_s=REFRESH_TTL_S)
         with anyio.fail_after(5):
             with pytest.raises(Unavailable) as caught:
                 await revocations.is_revoked(user, session, int(time.time()))
