@@ -121,6 +121,7 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
         return confirm_form(token)
 
     @bp.post("/verify-email")
+    @public
     @hide
     async def verify_email_submit() -> Response:
         form = await request.form
