@@ -273,3 +273,22 @@ def test_the_pages_forms_post_to_public_url_with_its_path_prefix(
         assert _form(page) == (f"{public_url}/reset-password", token)
         policy = page.headers.get("content-security-policy", "")
         assert f"form-action {PUBLIC_URL};" in policy, policy
+
+
+def test_the_per_address_email_limit_still_holds(authnode_env: AuthnodeEnv,
+                                                 smtp: SmtpRecorder) -> None:
+    """EMAIL_ADDRESS_LIMIT=1/1m: registering one address three times in a row (every
+    answer 202, as always) sends it one verification email, whose link works."""
+    env = authnode_env.with_overrides(EMAIL_ADDRESS_LIMIT="1/1m")
+    with running(env) as process:
+        client = process.client
+        email = unique_email("flooded")
+        passwords = [f"flooding passphrase {n}" for n in range(3)]
+        for password in passwords:
+            register(client, email, password)
+        wait_email_jobs_settled(env)
+        assert [m.subject for m in smtp.messages(email)] == [VERIFY_SUBJECT]
+        verify(client, verification_token(smtp, email))
+        answers = [client.post("/v1/auth/login", json={"email": email, "password": p})
+                   .status_code for p in passwords]
+        assert sorted(answers) == [200, 401, 401], answers
