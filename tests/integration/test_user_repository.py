@@ -25,6 +25,7 @@ pytestmark = pytest.mark.anyio
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 KEY = b"k" * 32
+SECRET_KEY = "Vq3Zr8Lm1Tx6Ny0Pb5Hc9Ks2Wd7Jf4Ga8Re3Ui6Oh1Ye5Bn0Xs"  # a well-formed 256+ bit key
 
 
 def _user(email: str) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def _user(email: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def mongo(mongo_uri: str) -> AsyncIterator[MongoHandles]:
-    settings = load_settings({"MONGODB_URI": mongo_uri, "SECRET_KEY": "x" * 40},
+    settings = load_settings({"MONGODB_URI": mongo_uri, "SECRET_KEY": SECRET_KEY},
                              host=HostResources(cpus=2, memory_bytes=8 << 30))
     handles = create_mongo(settings)
     try:
