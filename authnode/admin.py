@@ -9,8 +9,11 @@ from authnode.settings import Settings
 
 
 async def migrate(settings: Settings) -> list[str]:
+    from datetime import UTC, datetime
+
     from authnode.clients.mongo import create_mongo
     from authnode.jobs.app import create_job_app
+    from authnode.repositories.users import UserRepository
     from authnode.stack import ensure_indexes
 
     lines = []
@@ -18,6 +21,11 @@ async def migrate(settings: Settings) -> list[str]:
     try:
         await ensure_indexes(mongo)
         lines.append("mongodb: indexes ensured")
+        # Accounts made before addresses had lookup documents keep their ids.
+        users = UserRepository(mongo)
+        await users.load_id_key()
+        created = await users.backfill_lookups(datetime.now(UTC))
+        lines.append(f"mongodb: address lookups created for {created} existing accounts")
     finally:
         await mongo.close()
     if restamped := await restamp_signing_keys(settings):

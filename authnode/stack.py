@@ -28,6 +28,7 @@ from authnode.observability.metrics import MongoPoolListener, NullMetrics, Proce
 from authnode.online import OnlineUsers, running
 from authnode.ratelimit import RedisRateLimiter
 from authnode.repositories.email_tokens import EmailTokenRepository
+from authnode.repositories.registrations import RegistrationRepository
 from authnode.repositories.sent_emails import SentEmailRepository
 from authnode.repositories.sessions import SessionRepository
 from authnode.repositories.signing_keys import SigningKeyRepository
@@ -73,6 +74,7 @@ async def ensure_indexes(mongo: MongoHandles) -> None:
     await SessionRepository(mongo).ensure_indexes()
     await SpendGuards(mongo).ensure_indexes()
     await EmailTokenRepository(mongo).ensure_indexes()
+    await RegistrationRepository(mongo).ensure_indexes()
     await SentEmailRepository(mongo).ensure_indexes()
     await SigningKeyRepository(mongo.primary).ensure_indexes()
 
@@ -96,6 +98,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
         await users.load_id_key()
         sessions = SessionRepository(mongo)
         email_tokens = EmailTokenRepository(mongo)
+        registrations = RegistrationRepository(mongo)
         limiter = RedisRateLimiter(redis,
                                    on_refused=metrics.rate_limit_refused)
         keyring = KeyRing(SigningKeyRepository(mongo.primary), secret,
@@ -118,6 +121,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                                 on_miss=metrics.profile_cache_miss)
         accounts = Accounts(
             settings=settings, users=users, sessions=sessions, email_tokens=email_tokens,
+            registrations=registrations,
             hasher=hasher, policy=PasswordPolicy(load_common_passwords()),
             access_tokens=AccessTokens(keyring, issuer=settings.public_origin,
                                        ttl_s=settings.access_token_ttl_s),
@@ -128,6 +132,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
             outbox=JobQueueOutbox(jobs, on_deferred=metrics.job_deferred),
         )
         mailer = Mailer(settings=settings, users=users, email_tokens=email_tokens,
+                        registrations=registrations,
                         sent_emails=SentEmailRepository(mongo), sender=sender, limiter=limiter)
         worker = WorkerContext(settings=settings, mailer=mailer, sessions=sessions,
                                keyring=keyring, observe_job=metrics.observe_job)

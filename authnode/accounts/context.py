@@ -13,6 +13,7 @@ from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
 from authnode.cache import ProfileCache
 from authnode.ratelimit import RateLimiter
 from authnode.repositories.email_tokens import EmailTokenRepository
+from authnode.repositories.registrations import RegistrationRepository
 from authnode.repositories.sessions import SessionRepository
 from authnode.repositories.users import UserRepository
 from authnode.revocations import Revocations
@@ -26,6 +27,7 @@ class Accounts:
     users: UserRepository
     sessions: SessionRepository
     email_tokens: EmailTokenRepository
+    registrations: RegistrationRepository
     hasher: PasswordHasher
     policy: PasswordPolicy
     access_tokens: AccessTokens

@@ -2,8 +2,13 @@
 
 The API queues one request per register / resend / forgot whatever the address, and this
 module decides: no account, an already verified address, or too many emails to one
-address recently all mean "send nothing". Links are minted here, at send time, so a token
-exists in plain text only in the message itself, never in the job queue or a log.
+address recently all mean "send nothing"; a registration of an address that has an
+account becomes an "already registered" notice. Links are minted here, at send time, so
+a token exists in plain text only in the message itself, never in the job queue or a log.
+
+A display name is chosen by whoever registered, so it is written only in emails to an
+address whose owner has confirmed it: never in a verification email, nor in any email to
+an unverified account (it could be a stranger's words in the owner's mailbox).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from authnode.accounts.models import utc
@@ -21,6 +26,7 @@ from authnode.accounts.outbox import EmailKind
 from authnode.mail import MailSender, render
 from authnode.ratelimit import RateLimiter
 from authnode.repositories.email_tokens import EmailTokenRepository
+from authnode.repositories.registrations import RegistrationRepository
 from authnode.repositories.sent_emails import SentEmailRepository
 from authnode.repositories.users import UserRepository
 from authnode.settings import Settings
@@ -31,44 +37,87 @@ class Mailer:
     settings: Settings
     users: UserRepository
     email_tokens: EmailTokenRepository
+    registrations: RegistrationRepository
     sent_emails: SentEmailRepository
     sender: MailSender
     limiter: RateLimiter
     clock: Callable[[], float] = field(default=time.time)
 
 
-_LINK_KINDS: dict[str, str] = {"verify_email": "verify_email", "password_reset": "password_reset"}
+@dataclass(frozen=True)
+class _Plan:
+    """What one request becomes: a kind of email to an address, and what it needs."""
+
+    kind: EmailKind
+    to: str
+    name: str | None = None
+    user: dict[str, Any] | None = None  # the account a link is for
+    registration: dict[str, Any] | None = None  # or the pending registration
 
 
 async def deliver(mailer: Mailer, *, kind: EmailKind, email: str, user_id: str | None,
-                  idempotency_key: str, first_attempt: bool) -> str:
+                  idempotency_key: str, first_attempt: bool,
+                  registration_id: str | None = None) -> str:
     """Send the email the request asks for, at most once per key; return the outcome."""
     if await mailer.sent_emails.was_sent(idempotency_key):
         return "duplicate"
-    user = (await mailer.users.by_id(user_id) if user_id
-            else await mailer.users.by_email(email))
-    reason = _why_not(kind, user)
-    if reason is not None:
-        return f"skipped:{reason}"
-    assert user is not None
+    now = utc(mailer.clock())
+    plan = await (_plan_registration(mailer, registration_id, now) if registration_id
+                  else _plan_account(mailer, kind, email, user_id, now))
+    if isinstance(plan, str):
+        return f"skipped:{plan}"
     if first_attempt:
-        decision = await mailer.limiter.hit(f"email_{kind}", user["email"],
+        decision = await mailer.limiter.hit(f"email_{plan.kind}", plan.to,
                                             mailer.settings.email_address_limit)
         if not decision.allowed:
             return "skipped:address_rate_limited"
-    token, valid_for_s = await _mint_link_token(mailer, kind, user)
-    message = render(kind, to=user["email"], mail_from=mailer.settings.mail_from,
+    token, valid_for_s, requested_at = await _mint_link_token(mailer, plan, now)
+    message = render(plan.kind, to=plan.to, mail_from=mailer.settings.mail_from,
                      public_url=mailer.settings.public_origin, token=token,
-                     name=user.get("name"), valid_for_s=valid_for_s,
+                     name=plan.name, valid_for_s=valid_for_s, requested_at=requested_at,
                      message_id_key=idempotency_key)
 
     async def record_sent() -> None:
-        await mailer.sent_emails.record(idempotency_key, kind, utc(mailer.clock()))
+        await mailer.sent_emails.record(idempotency_key, plan.kind, utc(mailer.clock()))
 
     # Recorded the moment the server accepts it: a crash before the record makes a retry
     # send it again (with the same Message-ID), so that window is kept as short as it gets.
     await mailer.sender.send(message, on_accepted=record_sent)
     return "sent"
+
+
+async def _plan_registration(mailer: Mailer, registration_id: str,
+                             now: datetime) -> _Plan | str:
+    """A registration gets a link bound to it, unless its address has an account: then
+    the owner gets a notice, and the registration is dropped (it can never win)."""
+    registration = await mailer.registrations.live(registration_id, now)
+    if registration is None:
+        return "no_registration"  # expired, or another link of the address won
+    user = await mailer.users.by_email(registration["email"])
+    if user is None:
+        return _Plan("verify_email", registration["email"], registration=registration)
+    await mailer.registrations.delete(registration_id)
+    return _Plan("already_registered", user["email"], name=_name_for(user))
+
+
+async def _plan_account(mailer: Mailer, kind: EmailKind, email: str, user_id: str | None,
+                        now: datetime) -> _Plan | str:
+    user = await mailer.users.by_id(user_id) if user_id else await mailer.users.by_email(email)
+    if user is None and kind == "verify_email" and not user_id:
+        # Resend for an address without an account: a new link for its newest
+        # registration (earlier links of that and other registrations still work).
+        registration = await mailer.registrations.newest_live(email, now)
+        if registration is not None:
+            return _Plan("verify_email", registration["email"], registration=registration)
+    reason = _why_not(kind, user)
+    if reason is not None:
+        return reason
+    assert user is not None
+    return _Plan(kind, user["email"], name=_name_for(user), user=user)
+
+
+def _name_for(user: dict[str, Any]) -> str | None:
+    return user.get("name") if user.get("email_verified") else None
 
 
 def _why_not(kind: EmailKind, user: dict[str, Any] | None) -> str | None:
@@ -81,18 +130,27 @@ def _why_not(kind: EmailKind, user: dict[str, Any] | None) -> str | None:
     return None
 
 
-async def _mint_link_token(mailer: Mailer, kind: EmailKind,
-                           user: dict[str, Any]) -> tuple[str | None, int | None]:
-    if kind not in _LINK_KINDS:
-        return None, None
-    valid_for_s = (mailer.settings.verify_email_token_ttl_s if kind == "verify_email"
+async def _mint_link_token(mailer: Mailer, plan: _Plan, now: datetime
+                           ) -> tuple[str | None, int | None, datetime | None]:
+    """The link's token, its lifetime, and (verification) when the account was asked for."""
+    if plan.kind not in ("verify_email", "password_reset"):
+        return None, None, None
+    valid_for_s = (mailer.settings.verify_email_token_ttl_s if plan.kind == "verify_email"
                    else mailer.settings.email_token_ttl_s)
     token = secrets.token_urlsafe(32)
-    now = utc(mailer.clock())
-    await mailer.email_tokens.insert({
-        "_id": hashlib.sha256(token.encode()).hexdigest(),
-        "kind": kind, "user_id": user["_id"],
-        "credential_version": user.get("credential_version", 1),
-        "created_at": now, "expires_at": now + timedelta(seconds=valid_for_s), "used_at": None,
-    })
-    return token, valid_for_s
+    expires_at = now + timedelta(seconds=valid_for_s)
+    record: dict[str, Any] = {
+        "_id": hashlib.sha256(token.encode()).hexdigest(), "kind": plan.kind,
+        "created_at": now, "expires_at": expires_at, "used_at": None,
+    }
+    if plan.registration is not None:
+        record["registration_id"] = plan.registration["_id"]
+        requested_at = plan.registration["created_at"]
+        await mailer.registrations.extend(plan.registration["_id"], expires_at)
+    else:
+        assert plan.user is not None
+        record["user_id"] = plan.user["_id"]
+        record["credential_version"] = plan.user.get("credential_version", 1)
+        requested_at = plan.user.get("created_at", now)
+    await mailer.email_tokens.insert(record)
+    return token, valid_for_s, requested_at if plan.kind == "verify_email" else None

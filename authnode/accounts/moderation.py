@@ -34,10 +34,7 @@ async def set_disabled(accounts: Accounts, user_id: str, disabled: bool) -> dict
 
 async def remove_account(accounts: Accounts, user_id: str) -> None:
     """Delete the account, its sessions and its links; its access tokens die at once.
-
-    The sessions are revoked one by one (as logout-all does), not with a user-wide cutoff:
-    the user id is a keyed hash of the address, so an account registered again at once
-    has the same id, and a cutoff in whole seconds would refuse its first tokens."""
+    The address is free again; an account registered with it later gets a new id."""
     await end_all_sessions(accounts, user_id)
     await accounts.profiles.invalidate(user_id)
     await accounts.sessions.delete_for_user(user_id)

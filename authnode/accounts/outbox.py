@@ -10,7 +10,9 @@ EMAIL_KINDS: tuple[EmailKind, ...] = (
 
 
 class EmailOutbox(Protocol):
-    async def request(self, kind: EmailKind, *, email: str, user_id: str | None = None) -> None:
+    async def request(self, kind: EmailKind, *, email: str, user_id: str | None = None,
+                      registration_id: str | None = None) -> None:
         """Queue the email durably or raise ``Unavailable``; returning means it will be
-        delivered (or, for an address with no matching account, deliberately skipped)."""
+        delivered (or, for an address with no matching account, deliberately skipped).
+        ``registration_id``: the pending registration a ``verify_email`` is for."""
         ...

@@ -1,18 +1,31 @@
-"""Registering an account and verifying its email address.
+"""Registering an account and confirming its email address.
 
 Register, resend and forgot answer the same whatever the address: the API always hashes
-the password (register) and always queues exactly one job, and the worker decides what, if
-anything, to send. So neither the response nor its timing tells whether an account exists.
+the password and inserts a pending registration (register), and always queues exactly one
+job; the worker decides what, if anything, to send. So neither the response nor its
+timing tells whether an account exists.
+
+No account exists until an address is confirmed. Each registration is kept as it was
+made (see repositories/registrations), and its link, when confirmed, creates the account
+with that registration's password and name: registering an address again never changes
+what an earlier link does. The first link confirmed wins (the address-lookup insert is
+atomic); the other registrations of the address are deleted then, and their links die.
+So somebody who registers another person's address gets nothing unless that person
+confirms the attacker's link themselves — and the email says when it was asked for and
+to ignore it if that was not them.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import clean_name, lookup_email, normalize_email, public_user
 from authnode.errors import InvalidEmailToken
+from authnode.repositories.registrations import new_registration_id
+from authnode.repositories.users import new_user_id
 
 MAX_EMAIL_TOKEN_CHARS = 256
 
@@ -25,33 +38,19 @@ async def register(accounts: Accounts, *, email: str, password: str, name: str |
     await accounts.limiter.check("register_ip", ip, accounts.settings.register_ip_limit)
     password_hash = await accounts.hasher.hash(password)
     now = accounts.now()
-    user_id = accounts.users.id_for_email(address)
-    user: dict[str, Any] = {
-        "_id": user_id, "email": address, "name": display_name,
-        "password_hash": password_hash, "email_verified": False, "disabled": False,
-        "credential_version": 1, "created_at": now, "updated_at": now,
-    }
-    inserted = await accounts.users.insert(user)
-    # Both paths run this conditional update, so a registration costs the same database
-    # work whether or not the address has an account (FerretDB v1 evaluates a filter with
-    # more than _id by scanning, which otherwise made known addresses measurably slower).
-    # For a new account it is a no-op in effect: it sets the password it already has.
-    replaced = await accounts.users.replace_unverified_password(address, password_hash, now)
-    if inserted:
-        try:
-            await accounts.outbox.request("verify_email", email=address, user_id=user_id)
-        except BaseException:
-            # The email could not be queued: undo, so that "202" always means "sent".
-            await accounts.users.delete(user_id)
-            raise
-        return
-    # The address has an account already. A still-unverified one takes the new password
-    # and gets a fresh link (earlier links die); a verified one gets a notice, not a link.
-    if replaced is not None:
-        await accounts.profiles.invalidate(replaced["_id"])
-        await accounts.outbox.request("verify_email", email=address, user_id=replaced["_id"])
-    else:
-        await accounts.outbox.request("already_registered", email=address)
+    registration_id = new_registration_id()
+    await accounts.registrations.insert({
+        "_id": registration_id, "email": address, "name": display_name,
+        "password_hash": password_hash, "created_at": now,
+        "expires_at": now + timedelta(seconds=accounts.settings.verify_email_token_ttl_s),
+    })
+    try:
+        await accounts.outbox.request("verify_email", email=address,
+                                      registration_id=registration_id)
+    except BaseException:
+        # The email could not be queued: undo, so that "202" always means "sent".
+        await accounts.registrations.delete(registration_id)
+        raise
 
 
 async def resend_verification(accounts: Accounts, *, email: str, ip: str) -> None:
@@ -65,14 +64,46 @@ def email_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+async def link_is_usable(accounts: Accounts, *, token: str) -> bool:
+    """Whether a verification link is unspent and unexpired (reads only: the page a GET
+    shows). Confirming may still fail, if another link of the address wins first."""
+    try:
+        token_hash = email_token_hash(token)
+    except InvalidEmailToken:
+        return False
+    return await accounts.email_tokens.is_usable(token_hash, "verify_email", accounts.now())
+
+
 async def verify_email(accounts: Accounts, *, token: str) -> dict[str, Any]:
+    """Confirm an address with a link's token; returns the account (USER)."""
     now = accounts.now()
     spent = await accounts.email_tokens.consume(email_token_hash(token), "verify_email", now)
     if spent is None:
         raise InvalidEmailToken()
+    if spent.get("registration_id"):
+        return public_user(await _activate(accounts, spent["registration_id"]))
+    # A link sent before registrations were kept apart names an existing, unverified
+    # account; it verifies that account unless its password changed since.
     await accounts.profiles.invalidate(spent["user_id"])
     user = await accounts.users.mark_verified(spent["user_id"], spent["credential_version"], now)
     if user is None:
         raise InvalidEmailToken()
     return public_user(user)
 
+
+async def _activate(accounts: Accounts, registration_id: str) -> dict[str, Any]:
+    now = accounts.now()
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as BSON stores it
+    registration = await accounts.registrations.live(registration_id, now)
+    if registration is None:  # another link of the address won, or it expired
+        raise InvalidEmailToken()
+    user: dict[str, Any] = {
+        "_id": new_user_id(), "email": registration["email"], "name": registration["name"],
+        "password_hash": registration["password_hash"], "email_verified": True,
+        "disabled": False, "credential_version": 1, "created_at": now, "updated_at": now,
+    }
+    if not await accounts.users.create(user, now):
+        raise InvalidEmailToken()  # the address has an account: this link lost
+    # Every other pending registration of the address (and so its link) dies now.
+    await accounts.registrations.delete_for_email(registration["email"])
+    return user

@@ -48,7 +48,11 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @document_response(schemas.VerifiedUser, 200)
     @document_response(schemas.Error, 400)
     async def verify_email(data: schemas.TokenRequest) -> dict[str, object]:
-        """Verify an address with the token from the emailed link."""
+        """Confirm an address with the token from the emailed link.
+
+        This creates the account, with the password and name of the registration that
+        sent the link. The first link of an address to be confirmed wins; every other
+        link of that address answers 400 from then on."""
         return {"user": await registration.verify_email(accounts, token=data.token)}
 
     @bp.post("/verify-email/resend")

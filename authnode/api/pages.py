@@ -1,11 +1,15 @@
 """The two pages a person reaches from an email link.
 
-``GET /verify-email?token=…`` verifies the address and says so (or redirects to
-``VERIFY_REDIRECT_URL?status=…``). ``GET /reset-password?token=…`` shows a form that
-posts the new password back to this page, which calls the same domain function as the
-JSON API (or redirects to ``RESET_REDIRECT_URL?token=…``). Plain HTML with no external
-assets; ``Referrer-Policy: no-referrer`` keeps the token out of any ``Referer``, and the
-request log records only the route, never the query string.
+``GET /verify-email?token=…`` changes nothing: mail scanners open (GET or HEAD) every
+link in a message, so a GET only shows a "Confirm my email address" button, a form that
+POSTs the token back to this page, which confirms the address with the same domain
+function as the JSON API and says so (or redirects to ``VERIFY_REDIRECT_URL?status=…``).
+``GET /reset-password?token=…`` shows a form that posts the new password back to this
+page (or redirects to ``RESET_REDIRECT_URL?token=…``). Both forms post to ``PUBLIC_URL``
+(its path prefix included), the address users reach, not to whatever host or path this
+process saw. Plain HTML with no external assets and no script; ``Referrer-Policy:
+no-referrer`` keeps the token out of any ``Referer``, and the request log records only the
+route, never the query string.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ PAGE_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+def _content_security_policy(form_origin: str) -> str:
+    """``form_origin``: where the page's form may post (PUBLIC_URL's origin), or 'none'."""
+    return (f"default-src 'none'; style-src 'unsafe-inline'; form-action {form_origin}; "
+            "frame-ancestors 'none'; base-uri 'none'")
 
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;"
           "padding:0 1rem;line-height:1.5}label,input,button{display:block;font-size:1rem}"
@@ -36,13 +44,20 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem aut
           ".error{color:#a00}")
 
 
-def _page(title: str, body: str, status: int = 200) -> Response:
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _page(title: str, body: str, status: int = 200, *, form_origin: str = "'none'"
+          ) -> Response:
     html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta name="referrer" content="no-referrer"><title>{escape(title)}</title>'
             f"<style>{_STYLE}</style></head><body><main><h1>{escape(title)}</h1>"
             f"{body}</main></body></html>")
-    return Response(html, status=status, headers=PAGE_HEADERS)
+    return Response(html, status=status, headers={
+        **PAGE_HEADERS, "Content-Security-Policy": _content_security_policy(form_origin)})
 
 
 def _with_query(url: str, **params: str) -> str:
@@ -56,34 +71,66 @@ def _redirect(url: str) -> Response:
                                              "Referrer-Policy": "no-referrer"})
 
 
-def _reset_form(token: str, error: str | None = None, status: int = 200) -> Response:
-    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
-    return _page("Choose a new password", (
-        f"{message}<form method=\"post\" action=\"/reset-password\">"
-        f'<input type="hidden" name="token" value="{escape(token)}">'
-        '<label for="password">New password (8 to 128 characters)</label>'
-        '<input id="password" name="password" type="password" autocomplete="new-password" '
-        'minlength="8" maxlength="128" required>'
-        '<button type="submit">Set password</button></form>'), status)
+_LINK_DEAD = ("This link does not work",
+              "<p>The link is unknown, expired or already used. Ask for a new one from the "
+              "app.</p>")
 
 
 def pages_blueprint(accounts: Accounts) -> Blueprint:
     bp = Blueprint("pages", __name__)
     settings = accounts.settings
+    public_url = settings.public_origin  # PUBLIC_URL without a trailing slash
+    form_origin = _origin(public_url)
+
+    def form_page(title: str, action: str, fields: str, button: str,
+                  status: int = 200) -> Response:
+        return _page(title, (
+            f'<form method="post" action="{escape(public_url + action)}">{fields}'
+            f'<button type="submit">{escape(button)}</button></form>'),
+            status, form_origin=form_origin)
+
+    def confirm_form(token: str) -> Response:
+        return form_page(
+            "Confirm your email address", "/verify-email",
+            "<p>Press the button to confirm that this email address is yours and create "
+            "the account. If you did not ask for an account, close this page: nothing "
+            "happens unless you press it.</p>"
+            f'<input type="hidden" name="token" value="{escape(token)}">',
+            "Confirm my email address")
+
+    def reset_form(token: str, error: str | None = None, status: int = 200) -> Response:
+        message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+        return form_page(
+            "Choose a new password", "/reset-password",
+            f'{message}<input type="hidden" name="token" value="{escape(token)}">'
+            '<label for="password">New password (8 to 128 characters)</label>'
+            '<input id="password" name="password" type="password" '
+            'autocomplete="new-password" minlength="8" maxlength="128" required>',
+            "Set password", status)
 
     @bp.get("/verify-email")
     @public
     @hide
     async def verify_email_page() -> Response:
+        """Shows the button only: a GET (or HEAD) of the link confirms nothing."""
         token = request.args.get("token", "")
+        if not token:
+            return _page(_LINK_DEAD[0], "<p>The link has no token.</p>", 400)
+        if not await registration.link_is_usable(accounts, token=token):
+            return _page(*_LINK_DEAD, 400)
+        return confirm_form(token)
+
+    @bp.post("/verify-email")
+    @public
+    @hide
+    async def verify_email_submit() -> Response:
+        form = await request.form
         try:
-            await registration.verify_email(accounts, token=token)
+            await registration.verify_email(accounts, token=form.get("token", ""))
         except InvalidEmailToken:
             if settings.verify_redirect_url:
                 return _redirect(_with_query(settings.verify_redirect_url, status="invalid"))
-            return _page("This link does not work",
-                         "<p>The link is unknown, expired or already used. "
-                         "Ask for a new one from the app.</p>", 400)
+            return _page(*_LINK_DEAD, 400)
         if settings.verify_redirect_url:
             return _redirect(_with_query(settings.verify_redirect_url, status="verified"))
         return _page("Email address verified",
@@ -97,8 +144,8 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
         if settings.reset_redirect_url:
             return _redirect(_with_query(settings.reset_redirect_url, token=token))
         if not token:
-            return _page("This link does not work", "<p>The link has no token.</p>", 400)
-        return _reset_form(token)
+            return _page(_LINK_DEAD[0], "<p>The link has no token.</p>", 400)
+        return reset_form(token)
 
     @bp.post("/reset-password")
     @public
@@ -110,12 +157,10 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
             await recovery.reset_password(accounts, token=token,
                                           password=form.get("password", ""))
         except InvalidEmailToken:
-            return _page("This link does not work",
-                         "<p>The link is unknown, expired or already used. "
-                         "Ask for a new one from the app.</p>", 400)
+            return _page(*_LINK_DEAD, 400)
         except AuthnodeError as error:
             if error.status == 422:
-                return _reset_form(token, error.message, 422)
+                return reset_form(token, error.message, 422)
             raise
         return _page("Password changed",
                      "<p>Your password is changed and every session was signed out. "

@@ -18,9 +18,11 @@ class JobQueueOutbox:
         self._task = app.configure_task(SEND_EMAIL_TASK)
         self._on_deferred = on_deferred or (lambda task: None)  # metrics: called per job
 
-    async def request(self, kind: EmailKind, *, email: str, user_id: str | None = None) -> None:
+    async def request(self, kind: EmailKind, *, email: str, user_id: str | None = None,
+                      registration_id: str | None = None) -> None:
         try:
-            await self._task.defer_async(kind=kind, email=email, user_id=user_id)
+            await self._task.defer_async(kind=kind, email=email, user_id=user_id,
+                                         registration_id=registration_id)
         except (ConnectorException, OSError) as error:
             raise Unavailable("postgresql", "The job queue (postgresql) is unavailable; "
                               "nothing was done, try again shortly.") from error

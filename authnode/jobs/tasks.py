@@ -40,7 +40,8 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
 
     @app.task(name=SEND_EMAIL_TASK, queue=EMAIL_QUEUE, pass_context=True, retry=retry)
     async def send_email(context: JobContext, kind: Any, email: str,
-                         user_id: str | None = None) -> None:
+                         user_id: str | None = None,
+                         registration_id: str | None = None) -> None:
         worker = _worker_context(context)
         job = context.job
         started = time.perf_counter()
@@ -49,6 +50,7 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
         outcome = "retried" if job.attempts < retries else "failed"
         try:
             outcome = await deliver(worker.mailer, kind=kind, email=email, user_id=user_id,
+                                    registration_id=registration_id,
                                     idempotency_key=f"job:{job.id}",
                                     first_attempt=job.attempts == 0)
         finally:
@@ -62,16 +64,18 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
     @app.periodic(cron="*/10 * * * *", periodic_id="purge")
     @app.task(name="authnode.purge_expired", queue=MAINTENANCE_QUEUE, pass_context=True)
     async def purge_expired(context: JobContext, timestamp: int) -> None:
-        """Delete expired sessions, spent email tokens and old idempotency keys (FerretDB
+        """Delete expired sessions, spent email tokens, expired registrations and old
+        idempotency keys (FerretDB
         has no TTL monitor, and correctness never waits for this: every read checks)."""
         worker = _worker_context(context)
         now = utc(time.time())
         sessions = await worker.sessions.purge(now, now - timedelta(days=1))
         tokens = await worker.mailer.email_tokens.purge(now)
+        registrations = await worker.mailer.registrations.purge(now)
         sent = await worker.mailer.sent_emails.purge(now - timedelta(days=7))
         log.info("purged", extra={"task": "authnode.purge_expired",
                                   "outcome": f"sessions={sessions} tokens={tokens} "
-                                             f"sent={sent}"})
+                                             f"registrations={registrations} sent={sent}"})
 
     @app.periodic(cron="*/5 * * * *", periodic_id="rotate_keys")
     @app.task(name="authnode.rotate_signing_key", queue=MAINTENANCE_QUEUE, pass_context=True)

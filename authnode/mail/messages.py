@@ -6,7 +6,8 @@ from ``message_id_key`` (so a job that is retried sends the same Message-ID and 
 servers can drop the duplicate), and headers built only from trusted values: the To header
 is the bare address, and the user's display name never appears in any header (names are
 user input and may contain CR/LF); it appears only in the body, cleaned of control
-characters and HTML-escaped in the HTML part.
+characters and HTML-escaped in the HTML part, and never in a verification email (the
+address is not confirmed yet, so the name may be a stranger's words).
 
 Do not use the token as ``message_id_key`` (use the job or token id): the Message-ID is
 also logged.
@@ -19,6 +20,7 @@ import html
 import textwrap
 import unicodedata
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -93,15 +95,17 @@ class _Content:
     after: tuple[str, ...] = ()  # paragraphs after the link
 
 
-def _content(kind: MailKind, valid_for: str) -> _Content:
+def _content(kind: MailKind, valid_for: str, requested_at: str) -> _Content:
     if kind is MailKind.VERIFY_EMAIL:
         return _Content(
             subject="Verify your email address",
-            before=("Please confirm that this is your email address by opening the link "
-                    "below.",),
+            before=(f"An account with this email address was requested on {requested_at}.",
+                    "If that was you, confirm that this is your email address by opening "
+                    "the link below and pressing \u201cConfirm my email address\u201d.",),
             action="Verify email address",
             after=(f"The link is valid for {valid_for} and can be used once.",
-                   "If you did not create an account, you can ignore this email."),
+                   "If it was not you, ignore this email: no account is created unless "
+                   "the address is confirmed."),
         )
     if kind is MailKind.PASSWORD_RESET:
         return _Content(
@@ -141,15 +145,18 @@ def render(
     token: str | None = None,
     name: str | None = None,
     valid_for_s: int | None = None,
+    requested_at: datetime | None = None,
     message_id_key: str,
 ) -> EmailMessage:
     """Build the ``kind`` email to ``to``.
 
     ``token`` is required for ``verify_email`` and ``password_reset`` and refused for the
     two notices. ``valid_for_s`` is the link's lifetime as stated in the text (default:
-    :data:`DEFAULT_VALID_FOR_S`). Raises ``ValueError`` for an unknown kind, an address
-    that is not a single bare address (CR/LF, spaces, commas, angle brackets...), or a
-    missing/unexpected token; such a message can never be sent, so do not retry it.
+    :data:`DEFAULT_VALID_FOR_S`). ``requested_at`` (``verify_email`` only, required there)
+    is when the account was asked for, stated in UTC. ``name`` is refused for
+    ``verify_email``. Raises ``ValueError`` for an unknown kind, an address that is not a
+    single bare address (CR/LF, spaces, commas, angle brackets...), or a missing or
+    unexpected token, name or time; such a message can never be sent, so do not retry it.
     """
     kind = MailKind(kind)
     to_address = _recipient(to)
@@ -167,7 +174,18 @@ def render(
     elif token is not None:
         raise ValueError(f"a {kind.value} email carries no token")
 
-    content = _content(kind, valid_for)
+    when = ""
+    if kind is MailKind.VERIFY_EMAIL:
+        if requested_at is None:
+            raise ValueError("a verify_email email needs requested_at")
+        if name is not None:
+            raise ValueError("a verify_email email carries no name (the address is not "
+                             "confirmed)")
+        when = _utc_time(requested_at)
+    elif requested_at is not None:
+        raise ValueError(f"a {kind.value} email carries no requested_at")
+
+    content = _content(kind, valid_for, when)
     greeting_name = _clean_name(name)
 
     message = EmailMessage()
@@ -238,6 +256,19 @@ def _clean_name(name: str | None) -> str | None:
     )
     cleaned = " ".join(cleaned.split())[:NAME_MAX_CHARS].strip()
     return cleaned or None
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+
+
+def _utc_time(moment: datetime) -> str:
+    """``3 December 2026 at 20:05 UTC`` (English whatever the process's locale)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return (f"{moment.day} {_MONTHS[moment.month - 1]} {moment.year} at "
+            f"{moment:%H:%M} UTC")
 
 
 def _duration(seconds: int) -> str:

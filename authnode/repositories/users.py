@@ -1,16 +1,23 @@
-"""The ``users`` collection: the only code that speaks MongoDB about accounts.
+"""The ``users`` collection and its address lookups: the only code that speaks MongoDB
+about accounts.
 
 Read routing lives here, once: ``_fresh`` (the primary) serves the login, refresh and
 revocation paths and every write; ``_lagging`` (``secondaryPreferred``) serves reads that
 tolerate replica lag, such as showing a profile on a cache miss.
 
-A user's ``_id`` is a keyed hash of the normalized email (the key is random per
-deployment, kept in the ``meta`` collection). So finding an account by email is a lookup
-by primary key, as fast for an unknown address as for a known one: a secondary index
-would do the same on MongoDB, but FerretDB v1 scans the collection for it, which made a
-login for an unknown address measurably slower (user enumeration by timing). It also
-makes a registration one atomic insert that fails on a duplicate address, on a sharded
-cluster too.
+A user's ``_id`` is random and permanent (:func:`new_user_id`): deleting an account and
+registering the address again gives a new id, so apps keyed by ``sub`` never hand the
+old person's data to the new one. Accounts made before ids were random keep theirs.
+
+Finding an account by address goes through the ``user_emails`` collection: one document
+per account, whose ``_id`` is a keyed hash of the normalized address (the key is random
+per deployment, kept in the ``meta`` collection) and which names the user. Both reads are
+by primary key, and an unknown address reads a user id that never exists, so a lookup
+costs the same store work whether or not the address has an account: a secondary index
+would do on MongoDB, but FerretDB v1 scans the collection for it, which made a login for
+an unknown address measurably slower (user enumeration by timing). Inserting the lookup
+document is also the atomic "this address now has an account" step, on a sharded cluster
+too: of two registrations racing for one address, exactly one insert succeeds.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -27,8 +34,20 @@ from pymongo.errors import DuplicateKeyError
 from authnode.clients.mongo import Document, MongoHandles
 
 COLLECTION = "users"
+LOOKUP_COLLECTION = "user_emails"
 META_COLLECTION = "meta"
 ID_KEY_DOCUMENT = "user_id_key"
+# No user has this id (new ids are 32 hex digits), so reading it costs a miss by _id.
+ABSENT_USER_ID = "-"
+# Creating an account writes its lookup, then the user, within milliseconds. A lookup
+# older than this whose user does not exist was left by a process that died (or lost
+# MongoDB) between the two writes, and is released so the address can be registered.
+DANGLING_LOOKUP_AFTER = timedelta(minutes=5)
+
+
+def new_user_id() -> str:
+    """A random, permanent user id: 128 bits as 32 hex digits (the shape of the old ids)."""
+    return secrets.token_hex(16)
 
 
 class UserRepository:
@@ -36,12 +55,14 @@ class UserRepository:
         """``id_key`` is for tests; services call :meth:`load_id_key`."""
         self._fresh = mongo.primary[COLLECTION]
         self._lagging = mongo.replica[COLLECTION]
+        self._lookups = mongo.primary[LOOKUP_COLLECTION]
         self._meta = mongo.primary[META_COLLECTION]
         self._id_key = id_key
 
     async def load_id_key(self) -> None:
-        """Read the deployment's user-id key, creating it on first start (racing
-        instances: one insert wins, the others read the winner's)."""
+        """Read the deployment's address-lookup key, creating it on first start (racing
+        instances: one insert wins, the others read the winner's). The document keeps
+        its old name: accounts made before ids were random have ``_id`` = this hash."""
         found = await self._meta.find_one({"_id": ID_KEY_DOCUMENT})
         if found is None:
             try:
@@ -53,7 +74,8 @@ class UserRepository:
         assert found is not None
         self._id_key = bytes(found["key"])
 
-    def id_for_email(self, email: str) -> str:
+    def lookup_id(self, email: str) -> str:
+        """The keyed hash of a normalized address: the ``_id`` of its lookup document."""
         if self._id_key is None:
             raise RuntimeError("UserRepository.load_id_key() has not run")
         return hmac.new(self._id_key, email.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
@@ -61,16 +83,68 @@ class UserRepository:
     async def ensure_indexes(self) -> None:
         await self._fresh.create_index("email", unique=True, name="email_unique")
 
-    async def insert(self, user: Document) -> bool:
-        """Insert a new user; False when the email is taken (the unique index decides)."""
+    async def backfill_lookups(self, now: datetime) -> int:
+        """Give every account that has none a lookup document naming its existing id
+        (``authnode migrate``, after accounts were made by a version without lookups);
+        returns how many were created. Safe to repeat."""
+        created = 0
+        async for user in self._fresh.find({}, projection={"email": 1}):
+            try:
+                await self._lookups.insert_one({"_id": self.lookup_id(user["email"]),
+                                                "user_id": user["_id"], "created_at": now})
+            except DuplicateKeyError:
+                continue
+            created += 1
+        return created
+
+    async def create(self, user: Document, now: datetime) -> bool:
+        """Insert a new account; False when its address has one already.
+
+        The lookup insert decides (atomic on any store); the user document follows. If
+        that second write fails, the lookup is released again before the error goes up.
+        """
+        if not await self._claim_address(user["email"], user["_id"], now):
+            return False
         try:
             await self._fresh.insert_one(user)
+        except BaseException as error:
+            await self._release_address(user["email"], user["_id"])
+            if isinstance(error, DuplicateKeyError):
+                return False  # an account without a lookup holds the address (email_unique)
+            raise
+        return True
+
+    async def _claim_address(self, email: str, user_id: str, now: datetime) -> bool:
+        lookup = {"_id": self.lookup_id(email), "user_id": user_id, "created_at": now}
+        try:
+            await self._lookups.insert_one(lookup)
+            return True
+        except DuplicateKeyError:
+            pass
+        held = await self._lookups.find_one({"_id": lookup["_id"]})
+        if held is None or held.get("created_at", now) > now - DANGLING_LOOKUP_AFTER or \
+                await self._fresh.find_one({"_id": held["user_id"]}, projection={"_id": 1}):
+            return False
+        # Dangling: release exactly that lookup (not one written meanwhile) and try again.
+        await self._lookups.delete_one({"_id": held["_id"], "user_id": held["user_id"]})
+        try:
+            await self._lookups.insert_one(lookup)
         except DuplicateKeyError:
             return False
         return True
 
+    async def _release_address(self, email: str, user_id: str) -> None:
+        await self._lookups.delete_one({"_id": self.lookup_id(email), "user_id": user_id})
+
     async def by_email(self, email: str) -> Document | None:
-        return await self._fresh.find_one({"_id": self.id_for_email(email)})
+        """The account with this normalized address, or None, in two reads by ``_id``
+        either way (an unknown address reads a user that does not exist)."""
+        lookup = await self._lookups.find_one({"_id": self.lookup_id(email)})
+        user = await self._fresh.find_one(
+            {"_id": lookup["user_id"] if lookup else ABSENT_USER_ID})
+        if user is None or user.get("email") != email:
+            return None
+        return user
 
     async def by_id(self, user_id: str) -> Document | None:
         return await self._fresh.find_one({"_id": user_id})
@@ -88,16 +162,6 @@ class UserRepository:
         return await self._update(
             {"_id": user_id, "credential_version": credential_version},
             {"$set": {"email_verified": True, "updated_at": now}},
-        )
-
-    async def replace_unverified_password(self, email: str, password_hash: str,
-                                          now: datetime) -> Document | None:
-        """A second registration of a still-unverified address takes over its password;
-        links sent before stop working (their credential_version no longer matches)."""
-        return await self._update(
-            {"_id": self.id_for_email(email), "email_verified": False},
-            {"$set": {"password_hash": password_hash, "updated_at": now},
-             "$inc": {"credential_version": 1}},
         )
 
     async def set_password(self, user_id: str, password_hash: str, now: datetime,
@@ -133,8 +197,14 @@ class UserRepository:
                                   {"$set": {"disabled": disabled, "updated_at": now}})
 
     async def delete(self, user_id: str) -> bool:
-        result = await self._fresh.delete_one({"_id": user_id})
-        return result.deleted_count == 1
+        """Delete the account, then its lookup (the address is free again). Should the
+        second write be lost, the lookup is dangling and released by the next
+        registration of the address after :data:`DANGLING_LOOKUP_AFTER`."""
+        user = await self._fresh.find_one_and_delete({"_id": user_id})
+        if user is None:
+            return False
+        await self._release_address(user["email"], user_id)
+        return True
 
     async def count(self) -> int:
         return await self._fresh.count_documents({})

@@ -36,9 +36,9 @@ def run_account_lifecycle(client: httpx.Client, smtp: SmtpRecorder) -> None:
     register(client, email, name="Ada")
     token = verification_token(smtp, email)
 
-    # Before verification: the right password says "verify first", a wrong one does not.
+    # Before verification there is no account yet, only a pending registration.
     assert_error(client.post("/v1/auth/login", json={"email": email, "password": PASSWORD}),
-                 403, "email_not_verified")
+                 401, "invalid_credentials")
     assert_error(client.post("/v1/auth/login",
                              json={"email": email, "password": PASSWORD + "-wrong"}),
                  401, "invalid_credentials")
@@ -195,17 +195,16 @@ def test_self_deletion(authnode: AuthnodeProcess, smtp: SmtpRecorder) -> None:
     assert_error(client.post("/v1/auth/login", json={"email": email, "password": PASSWORD}),
                  401, "invalid_credentials")
 
-    # The address is free again: a fresh, unverified account with a new id.
+    # The address is free again: a fresh account, with a new id, once confirmed.
     response = client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
     assert response.status_code == 202, describe(response)
     assert response.json() == ACCEPTED
     assert_error(client.post("/v1/auth/login", json={"email": email, "password": PASSWORD}),
-                 403, "email_not_verified")
+                 401, "invalid_credentials")
     fresh = verify(client, verification_token(smtp, email, count=2))
     assert fresh["email"] == email
-    # The id is a keyed hash of the address (repositories/users.py), so it comes back;
-    # everything else about the account is new, and the old tokens stay dead (below).
-    assert fresh["id"] == user["id"]
+    # Ids are random and permanent: an app keyed by the old id sees a stranger.
+    assert fresh["id"] != user["id"]
     assert fresh["created_at"] > user["created_at"]
     assert fresh["name"] is None and user["name"] == "Gone Soon"
     tokens = login(client, email)

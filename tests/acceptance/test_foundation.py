@@ -336,13 +336,15 @@ def test_migrate_twice_succeeds_both_times(mongo_uri: str, postgres_url: str,
 
     first = env.run("migrate")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert first.stdout.splitlines() == ["mongodb: indexes ensured",
-                                         "postgresql: job-queue schema applied"]
+    assert first.stdout.splitlines() == [
+        "mongodb: indexes ensured", "mongodb: address lookups created for 0 existing accounts",
+        "postgresql: job-queue schema applied"]
 
     second = env.run("migrate")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert second.stdout.splitlines() == ["mongodb: indexes ensured",
-                                          "postgresql: job-queue schema already present"]
+    assert second.stdout.splitlines() == [
+        "mongodb: indexes ensured", "mongodb: address lookups created for 0 existing accounts",
+        "postgresql: job-queue schema already present"]
 
     with psycopg.connect(postgres_url, connect_timeout=5) as connection:
         (present,) = connection.execute(

@@ -74,11 +74,14 @@ def test_whole_account_flow_logs_no_secret(authnode_env: AuthnodeEnv,
         register(client, email, PASSWORD, name="Logan")
         secrets["password"] = PASSWORD
 
-        # Verify by following the emailed link, as a browser would (token in the query).
+        # Verify by following the emailed link, as a browser would (token in the query),
+        # and pressing the page's button (the token in a form body).
         verify_path, secrets["verify token"] = link(wait_mail(smtp, email, VERIFY_SUBJECT),
                                                     "/verify-email")
         page = client.get(verify_path)
         assert page.status_code == 200, describe(page)
+        confirmed = client.post("/verify-email", data={"token": secrets["verify token"]})
+        assert confirmed.status_code == 200, describe(confirmed)
 
         wrong = client.post("/v1/auth/login",
                             json={"email": email, "password": "not-the-password-42"})

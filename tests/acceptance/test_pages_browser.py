@@ -1,5 +1,6 @@
 """The pages behind the email links, in a real headless browser (Playwright + Debian's
-chromium): verify an address, then choose a new password through the reset form.
+chromium): confirm an address with the page's button (opening the link alone changes
+nothing), then choose a new password through the reset form.
 
 One Redis mode only: the pages add nothing Redis-specific to what the API tests cover.
 """
@@ -78,9 +79,18 @@ def test_email_link_pages_in_a_browser(authnode_env: AuthnodeEnv, smtp: SmtpReco
         requested: list[tuple[str, dict[str, str]]] = []
         page.on("request", lambda request: requested.append((request.url, request.headers)))
 
-        # The verification link: the page says the address is verified.
+        # The verification link shows a button; opening it confirms nothing.
         response = page.goto(verify_link)
         assert_page_headers(response, 200)
+        assert heading(page) == "Confirm your email address"
+        assert_error(client.post("/v1/auth/login", json={"email": email, "password": PASSWORD}),
+                     401, "invalid_credentials")
+
+        # Pressing the button does: the page says the address is verified.
+        with page.expect_navigation() as confirmed:
+            page.get_by_role("button", name="Confirm my email address").click()
+        assert_page_headers(confirmed.value, 200)
+        assert confirmed.value.request.method == "POST"
         assert heading(page) == "Email address verified"
         assert "verified" in page.locator("main").inner_text()
         login(client, email, PASSWORD)

@@ -34,7 +34,8 @@ def build_app() -> Quart:
                              host=HostResources(cpus=2, memory_bytes=8 << 30))
     unreachable: Any = Unreachable()
     accounts = Accounts(settings=settings, users=unreachable, sessions=unreachable,
-                        email_tokens=unreachable, hasher=unreachable, policy=unreachable,
+                        email_tokens=unreachable, registrations=unreachable,
+                        hasher=unreachable, policy=unreachable,
                         access_tokens=unreachable, refresh_key=b"k" * 32,
                         revocations=unreachable, limiter=unreachable, outbox=unreachable,
                         profiles=unreachable)

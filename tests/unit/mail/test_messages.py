@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
+from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
@@ -24,9 +25,14 @@ BASE = {
 }
 
 
+REQUESTED_AT = datetime(2026, 12, 3, 20, 5, 41, tzinfo=UTC)
+
+
 def make(kind: str, **overrides: Any) -> EmailMessage:
     args: dict[str, Any] = {**BASE, "token": TOKEN if kind in ("verify_email",
                                                                 "password_reset") else None}
+    if kind == "verify_email":
+        args["requested_at"] = REQUESTED_AT
     args.update(overrides)
     return render(kind, **args)
 
@@ -167,11 +173,11 @@ def test_kind_accepts_enum_and_string_and_refuses_unknown() -> None:
 
 
 def test_headers() -> None:
-    message = wire(make("verify_email", name="Bob"))
+    message = wire(make("password_reset", name="Bob"))
     assert message["To"] == "bob@example.com"
     assert message["From"] == "authnode <no-reply@example.com>"
     assert message["Auto-Submitted"] == "auto-generated"
-    assert message["X-Authnode-Kind"] == "verify_email"
+    assert message["X-Authnode-Kind"] == "password_reset"
     assert message["Date"] is not None
     assert "Bob" not in "".join(f"{k}: {v}\n" for k, v in message.items())
 
@@ -213,7 +219,7 @@ def test_name_with_cr_lf_cannot_inject_a_header(name: str) -> None:
 
 def test_name_is_html_escaped_in_html_and_plain_in_text() -> None:
     name = '<script>alert("x")</script> & Co'
-    message = make("verify_email", name=name)
+    message = make("password_reset", name=name)
     html = html_of(message)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Co" in html
@@ -221,7 +227,7 @@ def test_name_is_html_escaped_in_html_and_plain_in_text() -> None:
 
 
 def test_name_is_cleaned_of_invisible_characters_and_cut() -> None:
-    message = make("verify_email", name="\u202eevil\u200b\tname  " + "x" * 200)
+    message = make("password_reset", name="\u202eevil\u200b\tname  " + "x" * 200)
     greeting = text_of(message).splitlines()[0]
     assert "\u202e" not in greeting and "\u200b" not in greeting
     assert greeting.startswith("Hi evil name ")
@@ -234,7 +240,7 @@ def test_no_name_gives_a_neutral_greeting(name: str | None) -> None:
 
 
 def test_unicode_name_survives_the_wire() -> None:
-    message = wire(make("verify_email", name="Zoë Ñúñez 山田"))
+    message = wire(make("password_changed", name="Zoë Ñúñez 山田"))
     assert text_of(message).startswith("Hi Zoë Ñúñez 山田,")
     assert "Hi Zoë Ñúñez 山田," in html_of(message)
 
@@ -298,10 +304,35 @@ def test_html_is_small_accessible_and_self_contained(kind: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(name=st.text(max_size=120))
 def test_any_name_leaves_the_headers_alone(name: str) -> None:
-    reference = wire(make("verify_email", name=None))
-    message = wire(make("verify_email", name=name))
+    reference = wire(make("password_reset", name=None))
+    message = wire(make("password_reset", name=name))
     skip = {"Date", "Content-Type"}  # Date moves with time; the boundary is random
     assert [(k, v) for k, v in message.items() if k not in skip] == [
         (k, v) for k, v in reference.items() if k not in skip
     ]
-    assert f"https://auth.example.com/verify-email?token={QUOTED}" in text_of(message)
+    assert f"https://auth.example.com/reset-password?token={QUOTED}" in text_of(message)
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def test_verification_says_when_it_was_asked_for_and_to_ignore_it_otherwise() -> None:
+    # 21:05 in UTC+01:00 is 20:05 UTC: the time is stated in UTC whatever the input zone.
+    message = wire(make("verify_email", requested_at=datetime(
+        2026, 12, 3, 21, 5, tzinfo=timezone(timedelta(hours=1)))))
+    for body in (" ".join(text_of(message).split()), html_of(message)):
+        assert "requested on 3 December 2026 at 20:05 UTC" in body
+        assert "If it was not you, ignore this email" in body
+
+
+def test_verification_never_carries_a_name() -> None:
+    with pytest.raises(ValueError, match="carries no name"):
+        make("verify_email", name="Mallory from IT: call +1 555 0100")
+    assert text_of(make("verify_email")).startswith("Hello,")
+
+
+def test_verification_needs_its_time_and_other_kinds_refuse_one() -> None:
+    with pytest.raises(ValueError, match="needs requested_at"):
+        make("verify_email", requested_at=None)
+    with pytest.raises(ValueError, match="carries no requested_at"):
+        make("password_reset", requested_at=REQUESTED_AT)
