@@ -86,8 +86,9 @@ def serve(ctx: click.Context, role: str, bind: str | None, workers: int | None,
         overrides["BIND"] = bind
     if workers is not None:
         overrides["API_WORKERS"] = str(workers)
-    settings = build_settings(ctx, overrides)
-    from authnode.settings import require_secret_key
+    from authnode.settings import for_role, require_secret_key
+
+    settings = for_role(build_settings(ctx, overrides), role)
 
     try:
         require_secret_key(settings)
@@ -113,13 +114,15 @@ def config() -> None:
 
 
 @config.command("show")
+@click.option("--role", type=click.Choice(["api", "worker", "all"]), default="api",
+              show_default=True, help="Show the values `serve --role ROLE` uses.")
 @preset_option
 @click.pass_context
-def config_show(ctx: click.Context) -> None:
+def config_show(ctx: click.Context, role: str) -> None:
     """Every setting, its value (secrets masked) and where it came from."""
-    from authnode.settings import describe
+    from authnode.settings import describe, for_role
 
-    settings = build_settings(ctx)
+    settings = for_role(build_settings(ctx), role)
     rows = describe(settings)
     width = max(len(name) for name, _, _ in rows)
     value_width = min(60, max(len(value) for _, value, _ in rows))

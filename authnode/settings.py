@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -23,6 +23,9 @@ from authnode.tuning import HostResources, Tuned, tune
 PRESETS = ("starter", "growth", "high-scale")
 PRESET_OPTION = "--preset/AUTHNODE_PRESET"
 SECRET_KEY_MIN_CHARS = 32
+# A load balancer polling /readyz every 1-2 s with a failure threshold of 2-3 stops
+# sending new connections within about this long.
+DRAIN_DELAY_API_S = 5
 
 
 class SettingsError(ValueError):
@@ -130,6 +133,9 @@ class Settings:
     stalled_job_after_s: int
     # Logging
     log_level: str
+    # --- k8s ---
+    # Seconds between SIGTERM and closing the listener, for load balancers to notice.
+    drain_delay_s: float
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -161,6 +167,16 @@ def _float_above_zero(raw: str) -> float:
         raise ValueError("expected a number of seconds > 0") from None
     if not value > 0:
         raise ValueError("expected a number of seconds > 0")
+    return value
+
+
+def _seconds_at_least_zero(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds >= 0") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("expected a number of seconds >= 0")
     return value
 
 
@@ -370,6 +386,12 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("STALLED_JOB_AFTER_S", "stalled_job_after_s", _int_at_least(5), "30",
           help="a running job whose worker is silent this long is retried"),
     _Spec("LOG_LEVEL", "log_level", _log_level, "info"),
+    # --- k8s ---
+    _Spec("DRAIN_DELAY_S", "drain_delay_s", _seconds_at_least_zero,
+          str(DRAIN_DELAY_API_S),
+          help=f"on SIGTERM /readyz says 503 and the API keeps serving this long before "
+               f"closing its listener (default {DRAIN_DELAY_API_S} for the api role, "
+               f"0 for --role worker)"),
 )
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)
@@ -493,6 +515,15 @@ def _check_consistency(settings: Settings) -> None:
     nodes = settings.redis_url.split(",")
     if settings.redis_mode == "single" and len(nodes) > 1:
         raise SettingsError("REDIS_URL", "a list of nodes needs REDIS_MODE=cluster")
+
+
+def for_role(settings: Settings, role: str) -> Settings:
+    """The settings as ``serve --role ROLE`` uses them: a worker has no listener for a load
+    balancer to drain, so its ``DRAIN_DELAY_S`` default is 0 (a value set anywhere wins)."""
+    if role != "worker" or settings.sources.get("DRAIN_DELAY_S", "default") != "default":
+        return settings
+    return replace(settings, drain_delay_s=0.0,
+                   sources={**settings.sources, "DRAIN_DELAY_S": "default for --role worker"})
 
 
 def require_secret_key(settings: Settings) -> Secret:
