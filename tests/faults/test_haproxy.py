@@ -4,9 +4,11 @@ checks on ``/readyz``, under a steady load of logins, refreshes and profile read
 * A rolling replacement (what a Kubernetes rolling update does): SIGTERM one process,
   wait for it to exit, start its replacement, wait until HAProxy sends it traffic; three
   times. The drain (``DRAIN_DELAY_S``) gives HAProxy time to see ``/readyz`` 503 and stop
-  sending before the listener closes: no request may fail.
+  sending before the listener closes: no request may fail, with HAProxy's retries off so
+  that the drain, not a retry, is what is tested.
 * A SIGKILL of one of the three: the only failures are requests that were in flight on it
-  (HAProxy answers them 502 or closes the client's connection), and HAProxy marks it DOWN within its health-check window.
+  (HAProxy answers them 502 or closes the client's connection), and HAProxy marks it
+  DOWN within its health-check window.
 
 Loopback only; HAProxy is the Debian package (scripts/bootstrap.sh installs it).
 """
@@ -41,8 +43,10 @@ SERVERS = ("api1", "api2", "api3")
 
 
 @contextmanager
-def _haproxy(workdir: Path, ports: dict[str, int]) -> Iterator[tuple[str, Path]]:
-    """HAProxy on a free loopback port; yields (its URL, its admin socket)."""
+def _haproxy(workdir: Path, ports: dict[str, int], *,
+             retries: int) -> Iterator[tuple[str, Path]]:
+    """HAProxy on a free loopback port; yields (its URL, its admin socket). ``retries``:
+    how often a refused connection is tried again on another server (0: never)."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     front = free_port()
     stats = workdir / "haproxy.sock"
@@ -58,10 +62,10 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
-    # A connection refused (a process that just closed its listener) is retried on
-    # another server; a request already sent is never retried.
-    retries 3
-    option redispatch
+    # With retries, a refused connection (a process that just closed its listener) is
+    # tried again on another server; a request already sent is never retried.
+    retries {retries}
+    {"option redispatch" if retries else ""}
     # A new server connection per request: none is left idle on a process that stops.
     option http-server-close
 frontend public
@@ -140,7 +144,9 @@ async def test_rolling_replacement_behind_haproxy_fails_no_request(
         with running(env, "worker"):
             email, _ = register_verified(processes["api1"].client, smtp, prefix="haproxy")
         processes["api1"].close_client()
-        with _haproxy(tmp_path, ports) as (url, stats):
+        # No retries: a request sent to a closed listener would fail. The drain alone
+        # keeps HAProxy from sending any there.
+        with _haproxy(tmp_path, ports, retries=0) as (url, stats):
             load = Load([url], email, PASSWORD, clients=CLIENTS, duration_s=90,
                         max_requests=50_000)
             steps: list[tuple[str, float]] = []
@@ -192,7 +198,9 @@ async def test_sigkill_behind_haproxy_fails_only_requests_in_flight_on_it(
         with running(env, "worker"):
             email, _ = register_verified(processes["api1"].client, smtp, prefix="haproxy-kill")
         processes["api1"].close_client()
-        with _haproxy(tmp_path, ports) as (url, stats):
+        # Retries as in production: new requests to the dead process, until HAProxy marks
+        # it DOWN, are refused at connect and go to another server.
+        with _haproxy(tmp_path, ports, retries=3) as (url, stats):
             load = Load([url], email, PASSWORD, clients=CLIENTS, duration_s=60,
                         max_requests=50_000)
             async with anyio.create_task_group() as tasks:
