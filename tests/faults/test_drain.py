@@ -175,3 +175,32 @@ def test_config_show_gives_the_drain_delay_default_per_role(single_env: EnvFacto
     configured = defaults.with_overrides(DRAIN_DELAY_S="2")
     assert shown("--role", "worker", environment=configured) == \
         "DRAIN_DELAY_S 2.0 environment"
+
+
+@pytest.mark.slow
+def test_workers_drain_together_and_a_second_signal_reaches_them(
+        single_env: EnvFactory) -> None:
+    """``serve --workers 2``: the supervisor forwards SIGTERM (both processes drain) and a
+    second SIGTERM too (both skip the rest of the delay and exit 0; before, the supervisor
+    killed them)."""
+    env = single_env(DRAIN_DELAY_S="60")
+    api = env.start("api", workers=2, name="api-workers")
+    try:
+        api.close_client()
+        # Both serving (one still starting would stop at once: it has nothing to drain).
+        wait_until(lambda: api.logs().count('"message":"ready"') == 2, 30,
+                   "both API processes to be ready")
+        api.signal(signal.SIGTERM)
+        for _ in range(6):  # new connections, spread by the kernel over both processes
+            wait_until(lambda: httpx.get(api.url + "/readyz", timeout=5,
+                                         headers={"Connection": "close"}).status_code == 503,
+                       10, "/readyz to answer 503 after SIGTERM")
+        assert api.proc.poll() is None
+        signalled = time.monotonic()
+        api.signal(signal.SIGTERM)
+        code = api.proc.wait(20)
+        assert code == 0, api.logs()[-4000:]
+        assert time.monotonic() - signalled < 20
+        assert api.logs().count("skipping the rest of the drain delay") == 2, api.logs()[-4000:]
+    finally:
+        api.kill()
