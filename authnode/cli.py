@@ -88,8 +88,9 @@ def serve(ctx: click.Context, role: str, bind: str | None, workers: int | None,
         overrides["API_WORKERS"] = str(workers)
     if metrics_bind is not None:
         overrides["METRICS_BIND"] = metrics_bind
-    settings = build_settings(ctx, overrides)
-    from authnode.settings import require_secret_key
+    from authnode.settings import for_role, require_secret_key
+
+    settings = for_role(build_settings(ctx, overrides), role)
 
     try:
         require_secret_key(settings)
@@ -114,13 +115,15 @@ def config() -> None:
 
 
 @config.command("show")
+@click.option("--role", type=click.Choice(["api", "worker", "all"]), default="api",
+              show_default=True, help="Show the values `serve --role ROLE` uses.")
 @preset_option
 @click.pass_context
-def config_show(ctx: click.Context) -> None:
+def config_show(ctx: click.Context, role: str) -> None:
     """Every setting, its value (secrets masked) and where it came from."""
-    from authnode.settings import describe
+    from authnode.settings import describe, for_role
 
-    settings = build_settings(ctx)
+    settings = for_role(build_settings(ctx), role)
     rows = describe(settings)
     width = max(len(name) for name, _, _ in rows)
     value_width = min(60, max(len(value) for _, value, _ in rows))
@@ -355,3 +358,68 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
                                                          "detail") if name in row)
         + f"  created {row['created_at']}" for row in rows) or "no keys"
     _emit(rows, as_json, human)
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+@main.command()
+@click.option("--users", type=click.IntRange(min=1), required=True, help="Registered users.")
+@click.option("--daily-active-share", type=click.FloatRange(0, 1), default=0.2,
+              show_default=True, help="Share of users active on a day.")
+@click.option("--logins-per-day", type=click.FloatRange(min=0), default=1.0,
+              show_default=True, help="Logins per active user per day.")
+@click.option("--active-hours", type=click.FloatRange(0, 24), default=1.0, show_default=True,
+              help="Hours an active user has a client open per day.")
+@click.option("--refreshes-per-hour", type=click.FloatRange(min=0), default=4.0,
+              show_default=True, help="Token refreshes per active hour (15 min tokens: 4).")
+@click.option("--profile-reads-per-minute", type=click.FloatRange(min=0), default=1.0,
+              show_default=True, help="GET /v1/users/me per active minute.")
+@click.option("--emails-per-month", type=click.FloatRange(min=0), default=1.0,
+              show_default=True, help="Emails (verification, reset) per user per month.")
+@click.option("--peak-to-average", type=click.FloatRange(min=1), default=3.0,
+              show_default=True, help="Busiest second over the day's average.")
+@click.option("--mongodb-max-connections", type=click.IntRange(min=1), default=1500,
+              show_default=True, help="Connections your MongoDB accepts.")
+@click.option("--postgres-max-connections", type=click.IntRange(min=1), default=100,
+              show_default=True, help="PostgreSQL max_connections.")
+@click.option("--postgres-pool-size", type=click.IntRange(min=1), default=10,
+              show_default=True, help="POSTGRES_POOL_SIZE per process.")
+@click.option("--costs", "costs_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A bench results file (bench/results/latest.json) for the CPU costs; "
+                   "default: the copy shipped with authnode.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def capacity(users: int, daily_active_share: float, logins_per_day: float,
+             active_hours: float, refreshes_per_hour: float, profile_reads_per_minute: float,
+             emails_per_month: float, peak_to_average: float, mongodb_max_connections: int,
+             postgres_max_connections: int, postgres_pool_size: int, costs_file: Path | None,
+             output: str) -> None:
+    """How many processes, cores and connections USERS need, from measured costs."""
+    import json
+
+    from authnode.capacity import Usage, as_table, costs_from_bench, plan, shipped_costs
+
+    costs = shipped_costs()
+    if costs_file is not None:
+        try:
+            bench = json.loads(costs_file.read_text(encoding="utf-8"))
+            costs = costs_from_bench(bench, costs, str(costs_file))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise click.BadParameter(f"not a bench results file: {error!r}",
+                                     param_hint="--costs") from None
+    usage = Usage(users=users, daily_active_share=daily_active_share,
+                  logins_per_active_user_per_day=logins_per_day,
+                  active_hours_per_day=active_hours,
+                  refreshes_per_active_hour=refreshes_per_hour,
+                  profile_reads_per_minute=profile_reads_per_minute,
+                  emails_per_user_per_month=emails_per_month,
+                  peak_to_average=peak_to_average,
+                  mongodb_max_connections=mongodb_max_connections,
+                  postgres_max_connections=postgres_max_connections,
+                  postgres_pool_size=postgres_pool_size)
+    result = plan(usage, costs)
+    if output == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(as_table(result))

@@ -1,8 +1,15 @@
 """One process: the API, the workers, or both, under one anyio task group.
 
-The first SIGTERM or SIGINT starts a graceful stop: the listener closes, in-flight
-requests and running jobs get up to ``SHUTDOWN_TIMEOUT_MS`` to finish, then the process
-exits 0. A second signal exits at once. The runtime is asyncio (uvloop when installed),
+The first SIGTERM or SIGINT starts a graceful stop in two steps:
+
+1. drain: ``/readyz`` answers 503 at once, so load balancers stop sending new connections,
+   while the API keeps accepting and serving (every response says ``Connection: close``)
+   for ``DRAIN_DELAY_S`` — long enough for them to notice;
+2. stop: the listener closes, in-flight requests and running jobs get up to
+   ``SHUTDOWN_TIMEOUT_MS`` to finish, then the process exits 0.
+
+A second signal during the drain skips what is left of it; a signal after that exits at
+once. The runtime is asyncio (uvloop when installed),
 because redis-py, pymongo's async client, procrastinate and psycopg run only there; our
 own concurrency is written with anyio.
 """
@@ -79,14 +86,17 @@ def hypercorn_config(settings: Settings, fd: int) -> HypercornConfig:
     return config
 
 
-async def _serve_api(stack: Stack, sock: socket.socket, stop: anyio.Event,
-                     metrics: Metrics) -> None:
+async def _serve_api(stack: Stack, sock: socket.socket, draining: anyio.Event,
+                     stop: anyio.Event, metrics: Metrics) -> None:
     app = create_app(stack.accounts, stack.keyring, stack.probes(), metrics=metrics,
-                     online=stack.online)
+                     online=stack.online,
+                     draining=draining.is_set)
     config = hypercorn_config(stack.settings, sock.detach())
     # Stop without failing requests in flight or on keep-alive connections (see draining).
     linger_idle_connections()
-    await hypercorn_serve(CloseConnectionsWhenNeeded(app, stop.is_set), config,
+    # From the drain on, clients holding keep-alive connections reconnect, through a load
+    # balancer that by then sends them elsewhere.
+    await hypercorn_serve(CloseConnectionsWhenNeeded(app, draining.is_set), config,
                           shutdown_trigger=stop.wait, mode="asgi")
 
 
@@ -184,21 +194,39 @@ async def _in_scope(scope: anyio.CancelScope, function: Callable[..., Awaitable[
         await function(*args)
 
 
-async def _watch_signals(stop: anyio.Event) -> None:
+async def _watch_signals(draining: anyio.Event, stop: anyio.Event) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if stop.is_set():
                 log.warning("second signal: exiting at once")
                 os._exit(1)
+            if draining.is_set():
+                log.info("second signal: skipping the rest of the drain delay")
+                stop.set()
+                continue
             log.info("stopping", extra={"outcome": signal.Signals(signum).name})
             notify("STOPPING=1")
-            stop.set()
+            draining.set()
+
+
+async def _drain_then_stop(delay_s: float, serving: anyio.Event, draining: anyio.Event,
+                           stop: anyio.Event) -> None:
+    """Once draining, keep serving for ``delay_s`` (or until a second signal), then stop.
+    A process not yet ready has no traffic to hand over: it stops at once."""
+    await draining.wait()
+    if delay_s > 0 and serving.is_set() and not stop.is_set():
+        log.info("draining", extra={"duration_ms": int(delay_s * 1000)})
+        with anyio.move_on_after(delay_s):
+            await stop.wait()
+    stop.set()
 
 
 async def run(settings: Settings, role: Role, *, bind: str,
               metrics_bind: str | None = None) -> int:
     configure_logging(settings.log_level, settings.instance_id)
-    stop = anyio.Event()
+    draining = anyio.Event()  # /readyz says 503; the listener is still open
+    stop = anyio.Event()  # the listener closes; requests and jobs finish
+    serving = anyio.Event()
     sock = listening_socket(bind) if role in ("api", "all") else None
     metrics = Metrics()  # the process's one; open_stack builds the components' hooks from it
     # Processes that share a metrics folder (``--workers N``, the systemd API template) all
@@ -208,7 +236,10 @@ async def run(settings: Settings, role: Role, *, bind: str,
                                      reuse_port=metrics.multiprocess_dir is not None)
                     if metrics_bind else None)
     async with anyio.create_task_group() as outer:
-        outer.start_soon(_watch_signals, stop)
+        outer.start_soon(_watch_signals, draining, stop)
+        # Without a listener there is nothing for a load balancer to drain.
+        outer.start_soon(_drain_then_stop, settings.drain_delay_s if sock else 0.0, serving,
+                         draining, stop)
         async with (open_stack(settings, metrics=metrics) as stack,
                     anyio.create_task_group() as tasks):
             if role != "api":  # the processes that run jobs report the queue
@@ -216,12 +247,13 @@ async def run(settings: Settings, role: Role, *, bind: str,
             sampling = anyio.CancelScope()
             tasks.start_soon(_in_scope, sampling, metrics.sample_forever)
             if sock is not None:
-                tasks.start_soon(_serve_api, stack, sock, stop, metrics)
+                tasks.start_soon(_serve_api, stack, sock, draining, stop, metrics)
             if metrics_sock is not None:
                 tasks.start_soon(_serve_metrics, stack, metrics_sock, stop, metrics)
             if role in ("worker", "all"):
                 tasks.start_soon(_run_workers, stack, stop)
             await tasks.start(_wait_until_ready, stack)
+            serving.set()
             notify("READY=1")
             log.info("ready", extra={"role": role, "bind": bind if sock else None})
             tasks.start_soon(log_connection_budget, settings, os.environ)

@@ -15,7 +15,7 @@ import re
 import socket
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -36,6 +36,9 @@ REMOVED_VARIABLES = {
     "TRUST_FORWARDED_FOR": "TRUSTED_PROXIES replaced it: set TRUSTED_PROXIES to the CIDRs "
                            "of the proxies that add X-Forwarded-For (e.g. 10.0.0.0/8)",
 }
+# A load balancer polling /readyz every 1-2 s with a failure threshold of 2-3 stops
+# sending new connections within about this long.
+DRAIN_DELAY_API_S = 5
 
 
 class SettingsError(ValueError):
@@ -153,6 +156,9 @@ class Settings:
     smtp_allow_insecure_auth: bool
     # --- sessions ---
     refresh_ip_limit: RateLimit
+    # --- k8s ---
+    # Seconds between SIGTERM and closing the listener, for load balancers to notice.
+    drain_delay_s: float
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -184,6 +190,16 @@ def _float_above_zero(raw: str) -> float:
         raise ValueError("expected a number of seconds > 0") from None
     if not value > 0:
         raise ValueError("expected a number of seconds > 0")
+    return value
+
+
+def _seconds_at_least_zero(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds >= 0") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("expected a number of seconds >= 0")
     return value
 
 
@@ -474,6 +490,12 @@ SPECS: tuple[_Spec, ...] = (
     # --- sessions ---
     _Spec("REFRESH_IP_LIMIT", "refresh_ip_limit", _rate_limit, "1000/1h",
           help="refreshes per client IP"),
+    # --- k8s ---
+    _Spec("DRAIN_DELAY_S", "drain_delay_s", _seconds_at_least_zero,
+          str(DRAIN_DELAY_API_S),
+          help=f"on SIGTERM /readyz says 503 and the API keeps serving this long before "
+               f"closing its listener (default {DRAIN_DELAY_API_S} for the api role, "
+               f"0 for --role worker)"),
 )
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)
@@ -616,6 +638,15 @@ def _check_smtp_credentials(settings: Settings) -> None:
         raise SettingsError(
             "SMTP_URL", "has a user or password but no TLS; use smtps:// or ?starttls=true "
             "(or set SMTP_ALLOW_INSECURE_AUTH=true for a server on this host)")
+
+
+def for_role(settings: Settings, role: str) -> Settings:
+    """The settings as ``serve --role ROLE`` uses them: a worker has no listener for a load
+    balancer to drain, so its ``DRAIN_DELAY_S`` default is 0 (a value set anywhere wins)."""
+    if role != "worker" or settings.sources.get("DRAIN_DELAY_S", "default") != "default":
+        return settings
+    return replace(settings, drain_delay_s=0.0,
+                   sources={**settings.sources, "DRAIN_DELAY_S": "default for --role worker"})
 
 
 def require_secret_key(settings: Settings) -> Secret:

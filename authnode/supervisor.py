@@ -2,7 +2,9 @@
 
 Each child is the same command with ``--workers 1``: stateless and independent, exactly
 like an API process on another host. The supervisor forwards SIGTERM/SIGINT, waits for
-the children, and exits with the worst of their exit codes.
+the children, and exits with the worst of their exit codes. A second signal is forwarded
+too (each child then skips what is left of its drain delay, see authnode.runtime); a third
+kills them.
 """
 
 from __future__ import annotations
@@ -53,10 +55,12 @@ def _supervise(settings: Settings, argv: list[str], env: dict[str, str]) -> int:
     children = [subprocess.Popen(command, env={**env, "AUTHNODE_PROCESS_INDEX": str(i)})
                 for i in range(settings.api_workers)]
     stopping = False
+    signals_received = 0
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:
+        nonlocal stopping, signals_received
+        signals_received += 1
+        if signals_received > 2:
             for child in children:
                 child.kill()
             return

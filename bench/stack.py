@@ -57,6 +57,7 @@ BENCH_SETTINGS = {
     "EMAIL_ADDRESS_LIMIT": "100000000/1m",
     "ACCESS_TOKEN_TTL": "2h",
     "PROFILE_CACHE_TTL": "2h",
+    "DRAIN_DELAY_S": "0",  # no load balancer watches /readyz here: stop at once
     "SECRET_KEY": "SEEJIPu7vqOwyPJQoqAvPo-LU6O15z47wbRwh-dNGXaEujIGzB-n7U85iGfFrRW8",
     "PUBLIC_URL": "http://auth.bench.test",
     "MAIL_FROM": "authnode <no-reply@bench.test>",

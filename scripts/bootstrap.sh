@@ -4,8 +4,9 @@
 # (or with sudo available) when Debian packages are missing.
 #
 #   Debian packages: redis-server redis-tools postgresql wrk systemd iproute2
-#                    chromium chromium-driver
+#                    chromium chromium-driver haproxy
 #   FerretDB v1:     $(go env GOPATH)/bin/ferretdb, built from the Go module proxy
+#   Helm v3:         $(go env GOPATH)/bin/helm, built the same way (the chart's CI checks)
 #   Python:          ./.venv (python3.11) with `pip install -e '.[test,bench]'`
 set -euo pipefail
 
@@ -13,6 +14,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 FERRETDB_VERSION="v1.24.2"
+HELM_VERSION="v3.22.0"
+# The Kubernetes version helm assumes without --kube-version: that of its client-go
+# (v0.37 for helm v3.22), as helm's own Makefile sets it.
+HELM_K8S_MINOR="37"
 PYTHON="${PYTHON:-python3.11}"
 VENV="$ROOT/.venv"
 
@@ -35,7 +40,7 @@ pkg_installed() {
 }
 
 missing=()
-for pkg in redis-server redis-tools postgresql wrk iproute2 chromium chromium-driver; do
+for pkg in redis-server redis-tools postgresql wrk iproute2 chromium chromium-driver haproxy; do
     pkg_installed "$pkg" || missing+=("$pkg")
 done
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
@@ -99,6 +104,24 @@ else
     trap - EXIT
     ferretdb_works || die "built $ferretdb but it does not run"
     say "FerretDB: built $ferretdb"
+fi
+
+# ---------------------------------------------------------------- Helm
+helm="$gobin/helm"
+if [ -x "$helm" ] && "$helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+    say "Helm: $helm ($HELM_VERSION)"
+else
+    # `go install` skips the Makefile's -X flags: without them the binary calls itself
+    # "v3.22" and assumes Kubernetes 1.20. Set them as the Makefile does.
+    say "Helm: building $HELM_VERSION (takes a few minutes the first time)"
+    ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        ldflags="$ldflags -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+    done
+    (cd / && GOBIN="$gobin" "$GO" install -trimpath -ldflags "$ldflags" \
+        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
+    "$helm" version --short | grep -q "^$HELM_VERSION" || die "built $helm but it does not run"
+    say "Helm: built $helm"
 fi
 
 # ---------------------------------------------------------------- Python virtualenv

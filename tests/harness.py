@@ -36,6 +36,9 @@ TEST_DEFAULTS = {
     "REFRESH_IP_LIMIT": "100000/1h",
     "STALLED_JOB_AFTER_S": "6",
     "HASH_THREADS": "2",
+    # No load balancer watches /readyz here: a stop closes the listener at once. The drain
+    # and HAProxy tests set their own delay.
+    "DRAIN_DELAY_S": "0",
 }
 
 

@@ -36,7 +36,10 @@ async def run_probes(probes: Mapping[str, Probe]) -> dict[str, dict[str, str]]:
     return {name: results[name] for name in probes}
 
 
-def health_blueprint(probes: Mapping[str, Probe]) -> Blueprint:
+def health_blueprint(probes: Mapping[str, Probe],
+                     draining: Callable[[], bool] = lambda: False) -> Blueprint:
+    """``draining()`` true: the process is stopping (see :mod:`authnode.runtime`);
+    ``/readyz`` answers 503 at once so load balancers take it out of rotation."""
     bp = Blueprint("health", __name__)
 
     @bp.get("/healthz")
@@ -51,7 +54,10 @@ def health_blueprint(probes: Mapping[str, Probe]) -> Blueprint:
     @document_response(schemas.Readiness, 200)
     @document_response(schemas.Readiness, 503)
     async def readyz() -> tuple[dict[str, object], int]:
-        """Every dependency answers (200), or which one does not (503)."""
+        """Every dependency answers (200), or which one does not (503); 503 with status
+        ``draining`` once the process is stopping."""
+        if draining():
+            return {"status": "draining", "checks": {}}, 503
         checks = await run_probes(probes)
         down = [name for name, check in checks.items() if check["status"] != "up"]
         if down:

@@ -25,6 +25,7 @@ def test_wheel_builds_and_its_cli_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "authnode/cli.py" in names and "authnode/py.typed" in names
     assert "authnode/accounts/passwords/common_passwords.txt" in names  # package data
+    assert "authnode/capacity_costs.json" in names
     assert not any(name.startswith("tests/") for name in names)
     metadata = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
@@ -48,6 +49,9 @@ def test_wheel_builds_and_its_cli_runs_in_a_fresh_venv(tmp_path: Path) -> None:
         assert command in help_text
     serve_help = run(venv / "bin" / "authnode", "serve", "--help", cwd=tmp_path).stdout
     assert "--role [api|worker|all]" in serve_help
+    # The planner needs only click and the measured costs shipped in the wheel.
+    plan = run(venv / "bin" / "authnode", "capacity", "--users", "1000000", cwd=tmp_path).stdout
+    assert "binding constraint:" in plan
 
 
 def test_dockerfile_runs_the_wheel_as_an_unprivileged_user() -> None:
