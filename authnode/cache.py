@@ -56,8 +56,8 @@ class _Flight:
 
 class ProfileCache:
     def __init__(self, redis: RedisClient, load: Loader, *, ttl_s: int, tombstone_ttl_s: int,
-                 on_hit: Callable[[], None] | None = None,
-                 on_miss: Callable[[], None] | None = None) -> None:
+                 on_hit: Callable[[], None] = lambda: None,
+                 on_miss: Callable[[], None] = lambda: None) -> None:
         self._redis = redis
         self._load = load
         self._ttl_s = ttl_s
@@ -69,8 +69,8 @@ class ProfileCache:
         # with it and takes its result, exactly as if it had joined it in flight.
         self._finished = 0
         self._recent: OrderedDict[str, tuple[int, _Flight]] = OrderedDict()
-        self._on_hit = on_hit or (lambda: None)
-        self._on_miss = on_miss or (lambda: None)
+        self._on_hit = on_hit
+        self._on_miss = on_miss
 
     def key(self, user_id: str) -> str:
         return redis_keys.profile(user_id)

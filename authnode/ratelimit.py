@@ -212,16 +212,16 @@ class RateLimiter(Protocol):
 class RedisRateLimiter:
     """Limits shared by all instances through Redis (see the module's docstring).
 
-    ``on_refused`` is called with the limit name each time a ``hit`` is refused (for
-    metrics); it must be cheap, and an exception it raises is logged, not propagated. A
-    refused reservation is reported by its caller (the login outcome ``locked``).
+    ``on_refused`` (a metrics hook) is called with the limit name each time a ``hit`` is
+    refused. A refused reservation is reported by its caller (the login outcome
+    ``locked``).
     """
 
     def __init__(
         self,
         redis: RedisClient,
         *,
-        on_refused: Callable[[str], None] | None = None,
+        on_refused: Callable[[str], None] = lambda name: None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._redis = redis
@@ -239,7 +239,7 @@ class RedisRateLimiter:
         count, pttl_ms = reply
         decision = decide(int(count), int(pttl_ms), limit)
         if not decision.allowed:
-            self._observe_refusal(name)
+            self._on_refused(name)
         return decision
 
     async def check(self, name: str, subject: str, limit: RateLimit) -> Decision:
@@ -262,14 +262,6 @@ class RedisRateLimiter:
         async with redis_unavailable():
             with anyio.fail_after(self._timeout_s):
                 await self._release_script(keys=_lockout_keys(account, client))
-
-    def _observe_refusal(self, name: str) -> None:
-        if self._on_refused is None:
-            return
-        try:
-            self._on_refused(name)
-        except Exception:
-            log.exception("rate limit on_refused hook failed for %s", name)
 
 
 def _lockout_keys(account: str, client: str) -> list[str]:
