@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from authnode import redis_keys
-from tests.acceptance.test_accounts_support import register_verified, running
+from tests.acceptance.test_accounts_support import bearer, login, register_verified, running
 from tests.harness import AuthnodeEnv
 from tests.services import RedisCluster, RedisTarget, SmtpRecorder, free_port
 
@@ -181,9 +181,13 @@ def _tombstone_ttl_ms(target: RedisTarget, user_id: str) -> int:
 def test_the_profile_tombstone_outlives_the_replica_lag(authnode_env: AuthnodeEnv,
                                                         redis_target: RedisTarget,
                                                         smtp: SmtpRecorder) -> None:
-    """Verifying an address writes the user and leaves a tombstone: no cache fill may
-    happen while a secondary could still hand out the document from before the write."""
+    """A profile write (here a rename) leaves a tombstone: no cache fill may happen while
+    a secondary could still hand out the document from before the write."""
     env = authnode_env.with_overrides(MAX_REPLICA_LAG_S="20")
     with running(env, "all") as node:
-        _, user = register_verified(node.client, smtp, prefix="lag")
+        email, user = register_verified(node.client, smtp, prefix="lag")
+        tokens = login(node.client, email)
+        renamed = node.client.patch("/v1/users/me", json={"name": "Lagged"},
+                                    headers=bearer(tokens["access_token"]))
+        assert renamed.status_code == 200, renamed.text
         assert _tombstone_ttl_ms(redis_target, user["id"]) > 20_000

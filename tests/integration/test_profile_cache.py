@@ -56,6 +56,7 @@ async def _instance(settings: Settings) -> AsyncIterator[Instance]:
     redis = await connect_redis(settings)
     mongo = create_mongo(settings)
     users = UserRepository(mongo)
+    await users.load_id_key()
     instance: Instance
 
     async def load(user_id: str) -> dict[str, Any] | None:
@@ -82,10 +83,10 @@ async def _instance(settings: Settings) -> AsyncIterator[Instance]:
 async def _new_user(users: UserRepository, name: str = "Ada") -> str:
     user_id = uuid.uuid4().hex
     now = datetime.now(UTC)
-    assert await users.insert({
+    assert await users.create({
         "_id": user_id, "email": f"{user_id}@example.com", "name": name,
         "password_hash": "x", "email_verified": True, "disabled": False,
-        "credential_version": 1, "created_at": now, "updated_at": now})
+        "credential_version": 1, "created_at": now, "updated_at": now}, now)
     return user_id
 
 

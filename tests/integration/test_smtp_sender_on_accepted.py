@@ -8,6 +8,7 @@ record (which makes a retry send the message again) has the shortest possible wi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -47,6 +48,7 @@ def server() -> Iterator[tuple[str, _Events]]:
 def _message() -> Any:
     return render("verify_email", to="bob@example.com", mail_from="no-reply@example.com",
                   public_url="https://auth.example.com", token="t" * 43, name=None,
+                  requested_at=datetime(2026, 12, 3, 20, 5, tzinfo=UTC),
                   valid_for_s=3600, message_id_key="job-9")
 
 
