@@ -317,7 +317,7 @@ async def test_a_retired_key_is_purged_from_ferretdb_once_it_verifies_nothing(
     from authnode.tokens.keyring import KeyRing
     from authnode.tuning import HostResources
 
-    secret = "p" * 40
+    secret = secrets.token_urlsafe(32)
     settings = load_settings({"MONGODB_URI": mongo_uri, "SECRET_KEY": secret},
                              host=HostResources(cpus=2, memory_bytes=8 << 30))
     mongo = create_mongo(settings)
