@@ -32,7 +32,14 @@ from authnode.tuning import HostResources
 from tests.acceptance.test_accounts_support import PASSWORD, register_verified
 from tests.faults.conftest import EnvFactory
 from tests.faults.load import CLIENT_TIMEOUT_S, Load, Outcome, error_of, show
-from tests.services import FerretDB, PostgresServer, RedisServer, SmtpRecorder, wait_until
+from tests.services import (
+    FerretDB,
+    PostgresServer,
+    RedisServer,
+    SmtpRecorder,
+    free_port,
+    wait_until,
+)
 
 OUTAGE_S = 10.0  # as the issue says: stopped for 10 s
 RECOVERY_S = 5.0
@@ -140,7 +147,8 @@ async def test_each_dependency_down_for_ten_seconds(
     # dependency, so the user store runs on SQLite files for this test.
     mongo = mongo_apart
     env = single_env(MONGODB_URI=mongo.uri_for(f"authnode_outage_{secrets.token_hex(4)}"))
-    api = env.start("api")
+    metrics_url = f"http://127.0.0.1:{free_port()}"  # /metrics is not on the API port
+    api = env.start("api", extra_args=["--metrics-bind", metrics_url.removeprefix("http://")])
     worker = env.start("worker")
     phases = [
         Phase("mongodb", mongo.stop, mongo.start, "login"),
@@ -158,7 +166,7 @@ async def test_each_dependency_down_for_ten_seconds(
             tasks.start_soon(watchers.register)
             # Past the profile-cache tombstone of the verification, reads are cached again:
             # wait until the cache serves a hit, so every outage meets a warm cache.
-            warm_s = await _until_cache_hit(api.url,
+            warm_s = await _until_cache_hit(metrics_url,
                                             _default_tombstone_ttl_s() + CACHE_WARM_MARGIN_S)
             for phase in phases:
                 phase.stopping_at = time.monotonic()
@@ -252,11 +260,12 @@ async def test_each_dependency_down_for_ten_seconds(
     assert codes == {"api": 0, "worker": 0}, (api.logs()[-3000:], worker.logs()[-3000:])
 
 
-async def _until_cache_hit(url: str, timeout_s: float) -> float:
-    """Seconds until the API's metrics count one more profile-cache hit than when this was
-    called (the load reads the profile every few requests); fails after ``timeout_s``."""
+async def _until_cache_hit(metrics_url: str, timeout_s: float) -> float:
+    """Seconds until the API's metrics (scraped at ``metrics_url``) count one more
+    profile-cache hit than when this was called (the load reads the profile every few
+    requests); fails after ``timeout_s``."""
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT_S) as client:
+    async with httpx.AsyncClient(base_url=metrics_url, timeout=CLIENT_TIMEOUT_S) as client:
 
         async def hits() -> float:
             metrics = (await client.get("/metrics")).text
