@@ -50,7 +50,8 @@ def test_the_peak_rates_and_cores_follow_from_inputs_and_measured_costs() -> Non
     assert figures["api_busy_cores"]["value"] == pytest.approx(busy)
     assert figures["api_processes"]["value"] == max(2, math.ceil(busy / 0.5))
     assert figures["redis_ops_per_s"]["value"] == pytest.approx(
-        logins * costs.redis_commands["login"] + reads * costs.redis_commands["profile_read"])
+        logins * costs.redis_commands["login"] + refreshes * costs.redis_commands["refresh"]
+        + reads * costs.redis_commands["profile_read"])
     assert figures["redis_memory_bytes"]["value"] == pytest.approx(
         figures["redis_cached_profiles"]["value"] * costs.redis_bytes_per_profile)
 
