@@ -99,6 +99,8 @@ def mongo(services_dir: Path, request: pytest.FixtureRequest) -> Iterator[Ferret
         postgres: PostgresServer = request.getfixturevalue("postgres")
         postgresql_url = postgres.ensure_database(POSTGRESQL_DATABASE)
     server = FerretDB(free_port(), services_dir / "ferretdb", postgresql_url=postgresql_url)
+    if postgresql_url:
+        server.postgres_starts_seen = postgres.starts
     try:
         server.start()
     except BaseException:
@@ -165,8 +167,16 @@ def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
 
 
 @pytest.fixture
-def mongo_uri(mongo: FerretDB) -> str:
-    """mongodb://127.0.0.1:PORT/authnode_test_<8 hex>: a fresh database for this test."""
+def mongo_uri(mongo: FerretDB, request: pytest.FixtureRequest) -> str:
+    """mongodb://127.0.0.1:PORT/authnode_test_<8 hex>: a fresh database for this test.
+
+    A FerretDB on PostgreSQL is restarted when PostgreSQL was (a fault test stopped it):
+    its pooled connections to the old server would fail this test's first queries."""
+    if mongo.postgresql_url:
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        if mongo.is_running and mongo.postgres_starts_seen != postgres.starts:
+            mongo.stop()
+        mongo.postgres_starts_seen = postgres.starts
     if not mongo.is_running:
         mongo.start()
     return mongo.uri_for(f"authnode_test_{uuid.uuid4().hex[:8]}")

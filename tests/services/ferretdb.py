@@ -61,6 +61,7 @@ class FerretDB:
                  postgresql_url: str | None = None) -> None:
         self.port = port
         self.postgresql_url = postgresql_url
+        self.postgres_starts_seen = 0  # PostgresServer.starts when this server last started
         self.host = host
         self.dir = Path(dir)
         self.data_dir = self.dir / "data"

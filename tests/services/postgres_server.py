@@ -71,6 +71,7 @@ class PostgresServer:
         self.database = database
         self.log_path = self.dir / "postgres.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0  # clients with pooled connections compare it to see a restart
         self._user = os_user()
 
     def __repr__(self) -> str:
@@ -186,6 +187,7 @@ class PostgresServer:
         self.spawn()
         self.wait_ready(timeout)
         self.ensure_database(self.database)
+        self.starts += 1
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, disconnect clients)."""
