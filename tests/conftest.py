@@ -38,6 +38,29 @@ from tests.services import (  # noqa: E402
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--alone", choices=["with", "without", "only"], default="with",
+        help="tests marked `alone`: run them with the others (default), leave them out, or "
+             "run only them. scripts/test.sh runs `--alone=without -n CORES`, then "
+             "`--alone=only`, so a -m expression given by the user still applies to both.",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mode = config.getoption("--alone")
+    if mode == "with":
+        return
+    keep_alone = mode == "only"
+    selected, deselected = [], []
+    for item in items:
+        is_alone = item.get_closest_marker("alone") is not None
+        (selected if is_alone == keep_alone else deselected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     """Async tests run on asyncio; pure modules parametrize "anyio_backend" themselves

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.alone
+
 ROOT = Path(__file__).resolve().parents[2]
 
 HTTP_RUNS = ("floor", "users_me", "refresh", "login", "healthz_idle", "healthz_under_login",

@@ -64,7 +64,7 @@ from tests.services import (
 )
 from tests.services.smtp import _Handler
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 LOGIN_LIMIT = 6
 WORKER_CONCURRENCY = 4

@@ -37,6 +37,8 @@ from tests.faults.load import Load, show
 from tests.harness import AuthnodeProcess
 from tests.services import SmtpRecorder, free_port, wait_until
 
+pytestmark = pytest.mark.alone
+
 SHUTDOWN_TIMEOUT_MS = 10000
 CLIENTS = 8
 FRESH_CONNECTION_CLIENTS = 3

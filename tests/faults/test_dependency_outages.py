@@ -41,6 +41,8 @@ from tests.services import (
     wait_until,
 )
 
+pytestmark = pytest.mark.alone
+
 OUTAGE_S = 10.0  # as the issue says: stopped for 10 s
 RECOVERY_S = 5.0
 OBSERVE_AFTER_S = RECOVERY_S + 2.0

@@ -25,6 +25,8 @@ from tests.faults.load import show
 from tests.harness import AuthnodeEnv, AuthnodeProcess
 from tests.services import SmtpRecorder, wait_until
 
+pytestmark = pytest.mark.alone
+
 DRAIN_DELAY_S = 3.0
 SHUTDOWN_TIMEOUT_MS = 10000
 IN_FLIGHT_LOGINS = 10  # started just before the SIGTERM: argon2 keeps them busy

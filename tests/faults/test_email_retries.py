@@ -27,6 +27,8 @@ from tests.faults.load import show
 from tests.harness import AuthnodeEnv, unique_email
 from tests.services import SmtpRecorder, wait_until
 
+pytestmark = pytest.mark.alone
+
 REFUSALS = 2
 BACKOFF_S = [2, 4]  # exponential_wait=2: 2 ** 1, 2 ** 2 seconds
 # Job runs are logged with millisecond timestamps; the scheduled time is rounded too.

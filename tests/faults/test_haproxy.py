@@ -34,6 +34,8 @@ from tests.faults.load import Load, LoadResult, show
 from tests.harness import AuthnodeEnv, AuthnodeProcess
 from tests.services import SmtpRecorder, free_port, wait_until
 
+pytestmark = pytest.mark.alone
+
 DRAIN_DELAY_S = 2
 CHECK_INTERVAL_MS = 300
 CHECK_FALL = 2  # DOWN after this many failed checks: 0.6 s, well inside the drain

@@ -23,6 +23,8 @@ from tests.faults.conftest import EnvFactory
 from tests.faults.load import CLIENT_TIMEOUT_S, Load, show
 from tests.services import RedisCluster, RedisServer, SmtpRecorder, wait_until
 
+pytestmark = pytest.mark.alone
+
 RECOVERY_S = 5.0
 PROMOTION_TIMEOUT_S = 20.0
 MAX_USERS_TRIED = 15

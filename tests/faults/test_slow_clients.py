@@ -25,6 +25,8 @@ from tests.faults.load import show
 from tests.harness import AuthnodeProcess
 from tests.services import HOST
 
+pytestmark = pytest.mark.alone
+
 IDLE_CONNECTIONS = 500
 BODY_TIMEOUT_S = 2.0
 KEEP_ALIVE_TIMEOUT_S = 5.0

@@ -40,6 +40,8 @@ from tests.faults.load import show
 from tests.harness import AuthnodeEnv
 from tests.services import SmtpRecorder, wait_until
 
+pytestmark = pytest.mark.alone
+
 EMAILS = 100
 KILL_AFTER = 30
 WORKER_CONCURRENCY = 2

@@ -24,6 +24,8 @@ from tests.faults.conftest import EnvFactory, single_env  # noqa: F401  (fixture
 from tests.faults.load import show
 from tests.services import SmtpRecorder
 
+pytestmark = pytest.mark.alone
+
 SHIPPED = Path(__file__).resolve().parents[2] / "authnode" / "capacity_costs.json"
 BATCH = 30
 # Background commands (the online-users flush, about one pipeline a second) blur a batch

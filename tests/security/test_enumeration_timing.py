@@ -52,6 +52,7 @@ from tests.harness import AuthnodeEnv, AuthnodeProcess, unique_email
 from tests.services import SmtpRecorder, wait_until
 
 pytestmark = [
+    pytest.mark.alone,
     pytest.mark.slow,
     pytest.mark.parametrize("redis_target", ["single"], indirect=True),
 ]
