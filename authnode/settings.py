@@ -83,90 +83,6 @@ class RateLimit:
         return f"{self.count}/{self.window_s}s"
 
 
-@dataclass(frozen=True)
-class Settings:
-    # Connections
-    mongodb_uri: str
-    redis_url: str
-    redis_mode: Literal["single", "cluster"]
-    postgres_url: str
-    smtp_url: str
-    mail_from: str
-    public_url: str
-    secret_key: Secret | None
-    bind: str
-    instance_id: str
-    # Pools and concurrency (the seed's variables)
-    db_pool_size: int
-    db_min_pool_size: int
-    db_max_idle_time_ms: int
-    db_wait_queue_timeout_ms: int
-    worker_concurrency: int
-    worker_cpu_concurrency: int
-    disable_stalled_job_check: bool
-    shutdown_timeout_ms: int
-    hash_threads: int
-    redis_max_connections: int
-    postgres_pool_size: int
-    api_workers: int
-    # HTTP server
-    request_timeout_s: float
-    body_timeout_s: float
-    keep_alive_timeout_s: float
-    max_body_bytes: int
-    # Passwords
-    argon2_memory_kib: int
-    argon2_time_cost: int
-    argon2_parallelism: int
-    # Tokens
-    access_token_ttl_s: int
-    refresh_token_ttl_s: int
-    refresh_reuse_grace_s: int
-    email_token_ttl_s: int
-    verify_email_token_ttl_s: int
-    signing_key_rotation_s: int
-    jwks_max_age_s: int
-    # Pages
-    verify_redirect_url: str | None
-    reset_redirect_url: str | None
-    # Scale-out
-    profile_cache_ttl_s: int
-    online_window_s: int
-    connection_share_warn_percent: int
-    # Rate limits
-    login_account_limit: RateLimit
-    login_ip_limit: RateLimit
-    register_ip_limit: RateLimit
-    forgot_ip_limit: RateLimit
-    resend_ip_limit: RateLimit
-    email_address_limit: RateLimit
-    # Jobs
-    email_max_attempts: int
-    stalled_job_after_s: int
-    # Logging
-    log_level: str
-    # --- lockout ---
-    login_account_total_limit: RateLimit
-    # --- keys ---
-    secret_key_previous: Secret | None
-    # --- edges ---
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    metrics_bind: str | None
-    max_replica_lag_s: int
-    smtp_allow_insecure_auth: bool
-    # --- sessions ---
-    refresh_ip_limit: RateLimit
-    # --- k8s ---
-    # Seconds between SIGTERM and closing the listener, for load balancers to notice.
-    drain_delay_s: float
-    # Where each value came from, by variable name (not part of equality).
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def public_origin(self) -> str:
-        return self.public_url.rstrip("/")
-
-
 # --------------------------------------------------------------------------- parsers
 
 
@@ -370,7 +286,7 @@ def _log_level(raw: str) -> str:
     return _choice("debug", "info", "warning", "error")(raw).upper()
 
 
-# --- keys ---
+# The previous SECRET_KEY
 _PREVIOUS_SECRET_MIN_CHARS = 32  # the least SECRET_KEY has ever accepted
 
 
@@ -389,6 +305,8 @@ def _previous_secret(raw: str) -> Secret | None:
 
 @dataclass(frozen=True)
 class _Spec:
+    """How one variable is read: see :func:`setting`."""
+
     env: str
     attr: str
     parse: Callable[[str], Any]
@@ -402,101 +320,148 @@ def _default_instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-SPECS: tuple[_Spec, ...] = (
-    _Spec("MONGODB_URI", "mongodb_uri", _url("mongodb", "mongodb+srv"),
-          "mongodb://127.0.0.1:27017/authnode", help="MongoDB (or MongoDB-wire) URI with database"),
-    _Spec("REDIS_URL", "redis_url", _redis_url, "redis://127.0.0.1:6379/0",
-          help="Redis URL; in cluster mode a comma-separated list of startup nodes"),
-    _Spec("REDIS_MODE", "redis_mode", _choice("single", "cluster"), "single"),
-    _Spec("POSTGRES_URL", "postgres_url", _url("postgresql", "postgres"),
-          "postgresql://postgres@127.0.0.1:5432/authnode", help="job queue database"),
-    _Spec("SMTP_URL", "smtp_url", _url("smtp", "smtps"), "smtp://127.0.0.1:25",
-          help="smtp://[user:pass@]host:port (?starttls=true), smtps:// for implicit TLS"),
-    _Spec("MAIL_FROM", "mail_from", _text, "authnode <no-reply@localhost>"),
-    _Spec("PUBLIC_URL", "public_url", _url("http", "https"), "http://127.0.0.1:8000",
-          help="origin users reach; the token issuer and the base of email links"),
-    _Spec("SECRET_KEY", "secret_key", _secret, "", secret=True,
-          help="256 random bits as base64url or hex (`authnode secret` prints one)"),
-    _Spec("BIND", "bind", _bind, "127.0.0.1:8000"),
-    _Spec("INSTANCE_ID", "instance_id", _text, None, help="name in logs; default host:pid"),
-    _Spec("DB_POOL_SIZE", "db_pool_size", _int_at_least(1), tuned=lambda t: t.db_pool_size),
-    _Spec("DB_MIN_POOL_SIZE", "db_min_pool_size", _int_at_least(0),
-          tuned=lambda t: t.db_min_pool_size),
-    _Spec("DB_MAX_IDLE_TIME_MS", "db_max_idle_time_ms", _int_at_least(0), "0",
-          help="0 keeps idle connections forever"),
-    _Spec("DB_WAIT_QUEUE_TIMEOUT_MS", "db_wait_queue_timeout_ms", _int_at_least(1), "10000"),
-    _Spec("WORKER_CONCURRENCY", "worker_concurrency", _int_at_least(1),
-          tuned=lambda t: t.io_worker_concurrency, help="jobs at once on the I/O queue (email)"),
-    _Spec("WORKER_CPU_CONCURRENCY", "worker_cpu_concurrency", _int_at_least(1),
-          tuned=lambda t: t.cpu_worker_concurrency, help="jobs at once on the CPU queue"),
-    _Spec("DISABLE_STALLED_JOB_CHECK", "disable_stalled_job_check", _boolean, "false"),
-    _Spec("SHUTDOWN_TIMEOUT_MS", "shutdown_timeout_ms", _int_at_least(0), "10000"),
-    _Spec("HASH_THREADS", "hash_threads", _int_at_least(1), tuned=lambda t: t.hash_threads),
-    _Spec("REDIS_MAX_CONNECTIONS", "redis_max_connections", _int_at_least(1),
-          tuned=lambda t: t.redis_max_connections),
-    _Spec("POSTGRES_POOL_SIZE", "postgres_pool_size", _int_at_least(2),
-          tuned=lambda t: t.postgres_pool_size),
-    _Spec("API_WORKERS", "api_workers", _int_at_least(1), tuned=lambda t: t.api_workers,
-          help="API processes sharing the port (--workers)"),
-    _Spec("REQUEST_TIMEOUT_S", "request_timeout_s", _float_above_zero, "30"),
-    _Spec("BODY_TIMEOUT_S", "body_timeout_s", _float_above_zero, "10"),
-    _Spec("KEEP_ALIVE_TIMEOUT_S", "keep_alive_timeout_s", _float_above_zero, "5"),
-    _Spec("MAX_BODY_BYTES", "max_body_bytes", _int_at_least(1024), "65536"),
-    _Spec("ARGON2_MEMORY_KIB", "argon2_memory_kib", _int_at_least(19456), "19456",
-          help="OWASP minimum is 19456 (19 MiB)"),
-    _Spec("ARGON2_TIME_COST", "argon2_time_cost", _int_at_least(2), "2"),
-    _Spec("ARGON2_PARALLELISM", "argon2_parallelism", _int_at_least(1), "1"),
-    _Spec("ACCESS_TOKEN_TTL", "access_token_ttl_s", _duration_s, "900"),
-    _Spec("REFRESH_TOKEN_TTL", "refresh_token_ttl_s", _duration_s, "30d"),
-    _Spec("REFRESH_REUSE_GRACE_S", "refresh_reuse_grace_s", _int_at_least(0), "10"),
-    _Spec("EMAIL_TOKEN_TTL", "email_token_ttl_s", _duration_s, "1h",
-          help="lifetime of password-reset links"),
-    _Spec("VERIFY_EMAIL_TOKEN_TTL", "verify_email_token_ttl_s", _duration_s, "24h"),
-    _Spec("SIGNING_KEY_ROTATION", "signing_key_rotation_s", _duration_s, "7d"),
-    _Spec("JWKS_MAX_AGE_S", "jwks_max_age_s", _int_at_least(0), "300"),
-    _Spec("VERIFY_REDIRECT_URL", "verify_redirect_url", _optional_url, ""),
-    _Spec("RESET_REDIRECT_URL", "reset_redirect_url", _optional_url, ""),
-    _Spec("PROFILE_CACHE_TTL", "profile_cache_ttl_s", _duration_s, "300"),
-    _Spec("ONLINE_WINDOW_S", "online_window_s", _int_at_least(60), "300"),
-    _Spec("CONNECTION_SHARE_WARN_PERCENT", "connection_share_warn_percent",
-          _int_at_least(1), "25"),
-    _Spec("LOGIN_ACCOUNT_LIMIT", "login_account_limit", _rate_limit, "10/15m",
-          help="failed password checks per account and client address before 429"),
-    _Spec("LOGIN_IP_LIMIT", "login_ip_limit", _rate_limit, "100/15m"),
-    _Spec("REGISTER_IP_LIMIT", "register_ip_limit", _rate_limit, "20/1h"),
-    _Spec("FORGOT_IP_LIMIT", "forgot_ip_limit", _rate_limit, "20/1h"),
-    _Spec("RESEND_IP_LIMIT", "resend_ip_limit", _rate_limit, "20/1h"),
-    _Spec("EMAIL_ADDRESS_LIMIT", "email_address_limit", _rate_limit, "1/1m",
-          help="emails of one kind to one address"),
-    _Spec("EMAIL_MAX_ATTEMPTS", "email_max_attempts", _int_at_least(1), "8"),
-    _Spec("STALLED_JOB_AFTER_S", "stalled_job_after_s", _int_at_least(5), "30",
-          help="a running job whose worker is silent this long is retried"),
-    _Spec("LOG_LEVEL", "log_level", _log_level, "info"),
-    # --- lockout ---
-    _Spec("LOGIN_ACCOUNT_TOTAL_LIMIT", "login_account_total_limit", _rate_limit, "100/1h",
-          help="failed password checks per account from all client addresses together"),
-    # --- keys ---
-    _Spec("SECRET_KEY_PREVIOUS", "secret_key_previous", _previous_secret, "", secret=True,
-          help="the SECRET_KEY before a rotation; only opens signing keys stored under it"),
-    # --- edges ---
-    _Spec("TRUSTED_PROXIES", "trusted_proxies", _networks, "",
-          help="CIDRs of proxies whose X-Forwarded-For is believed; empty ignores it"),
-    _Spec("METRICS_BIND", "metrics_bind", _optional_bind, "",
-          help="HOST:PORT serving GET /metrics; empty serves it nowhere"),
-    _Spec("MAX_REPLICA_LAG_S", "max_replica_lag_s", _int_at_least(0), "5",
-          help="longest a MongoDB secondary may trail the primary"),
-    _Spec("SMTP_ALLOW_INSECURE_AUTH", "smtp_allow_insecure_auth", _boolean, "false",
-          help="allow SMTP credentials over a connection without TLS"),
-    # --- sessions ---
-    _Spec("REFRESH_IP_LIMIT", "refresh_ip_limit", _rate_limit, "1000/1h",
-          help="refreshes per client IP"),
-    # --- k8s ---
-    _Spec("DRAIN_DELAY_S", "drain_delay_s", _seconds_at_least_zero,
-          str(DRAIN_DELAY_API_S),
-          help=f"on SIGTERM /readyz says 503 and the API keeps serving this long before "
-               f"closing its listener (default {DRAIN_DELAY_API_S} for the api role, "
-               f"0 for --role worker)"),
-)
+def setting(env: str, parse: Callable[[str], Any], default: str | None = None, *,
+            tuned: Callable[[Tuned], int] | None = None, secret: bool = False,
+            help: str = "") -> Any:
+    """Declare a :class:`Settings` field's variable, parser and default, next to it."""
+    return field(metadata={"setting": _Spec(env, "", parse, default, tuned, secret, help)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Connections
+    mongodb_uri: str = setting(
+        "MONGODB_URI", _url("mongodb", "mongodb+srv"), "mongodb://127.0.0.1:27017/authnode",
+        help="MongoDB (or MongoDB-wire) URI with database")
+    redis_url: str = setting(
+        "REDIS_URL", _redis_url, "redis://127.0.0.1:6379/0",
+        help="Redis URL; in cluster mode a comma-separated list of startup nodes")
+    redis_mode: Literal["single", "cluster"] = setting(
+        "REDIS_MODE", _choice("single", "cluster"), "single")
+    postgres_url: str = setting(
+        "POSTGRES_URL", _url("postgresql", "postgres"),
+        "postgresql://postgres@127.0.0.1:5432/authnode", help="job queue database")
+    smtp_url: str = setting(
+        "SMTP_URL", _url("smtp", "smtps"), "smtp://127.0.0.1:25",
+        help="smtp://[user:pass@]host:port (?starttls=true), smtps:// for implicit TLS")
+    mail_from: str = setting("MAIL_FROM", _text, "authnode <no-reply@localhost>")
+    public_url: str = setting(
+        "PUBLIC_URL", _url("http", "https"), "http://127.0.0.1:8000",
+        help="origin users reach; the token issuer and the base of email links")
+    secret_key: Secret | None = setting(
+        "SECRET_KEY", _secret, "", secret=True,
+        help="256 random bits as base64url or hex (`authnode secret` prints one)")
+    bind: str = setting("BIND", _bind, "127.0.0.1:8000")
+    instance_id: str = setting("INSTANCE_ID", _text, None, help="name in logs; default host:pid")
+    # Pools and concurrency (the seed's variables)
+    db_pool_size: int = setting("DB_POOL_SIZE", _int_at_least(1), tuned=lambda t: t.db_pool_size)
+    db_min_pool_size: int = setting(
+        "DB_MIN_POOL_SIZE", _int_at_least(0), tuned=lambda t: t.db_min_pool_size)
+    db_max_idle_time_ms: int = setting(
+        "DB_MAX_IDLE_TIME_MS", _int_at_least(0), "0", help="0 keeps idle connections forever")
+    db_wait_queue_timeout_ms: int = setting("DB_WAIT_QUEUE_TIMEOUT_MS", _int_at_least(1), "10000")
+    worker_concurrency: int = setting(
+        "WORKER_CONCURRENCY", _int_at_least(1), tuned=lambda t: t.io_worker_concurrency,
+        help="jobs at once on the I/O queue (email)")
+    worker_cpu_concurrency: int = setting(
+        "WORKER_CPU_CONCURRENCY", _int_at_least(1), tuned=lambda t: t.cpu_worker_concurrency,
+        help="jobs at once on the CPU queue")
+    disable_stalled_job_check: bool = setting("DISABLE_STALLED_JOB_CHECK", _boolean, "false")
+    shutdown_timeout_ms: int = setting("SHUTDOWN_TIMEOUT_MS", _int_at_least(0), "10000")
+    hash_threads: int = setting("HASH_THREADS", _int_at_least(1), tuned=lambda t: t.hash_threads)
+    redis_max_connections: int = setting(
+        "REDIS_MAX_CONNECTIONS", _int_at_least(1), tuned=lambda t: t.redis_max_connections)
+    postgres_pool_size: int = setting(
+        "POSTGRES_POOL_SIZE", _int_at_least(2), tuned=lambda t: t.postgres_pool_size)
+    api_workers: int = setting(
+        "API_WORKERS", _int_at_least(1), tuned=lambda t: t.api_workers,
+        help="API processes sharing the port (--workers)")
+    # HTTP server
+    request_timeout_s: float = setting("REQUEST_TIMEOUT_S", _float_above_zero, "30")
+    body_timeout_s: float = setting("BODY_TIMEOUT_S", _float_above_zero, "10")
+    keep_alive_timeout_s: float = setting("KEEP_ALIVE_TIMEOUT_S", _float_above_zero, "5")
+    max_body_bytes: int = setting("MAX_BODY_BYTES", _int_at_least(1024), "65536")
+    # Passwords
+    argon2_memory_kib: int = setting(
+        "ARGON2_MEMORY_KIB", _int_at_least(19456), "19456", help="OWASP minimum is 19456 (19 MiB)")
+    argon2_time_cost: int = setting("ARGON2_TIME_COST", _int_at_least(2), "2")
+    argon2_parallelism: int = setting("ARGON2_PARALLELISM", _int_at_least(1), "1")
+    # Tokens
+    access_token_ttl_s: int = setting("ACCESS_TOKEN_TTL", _duration_s, "900")
+    refresh_token_ttl_s: int = setting("REFRESH_TOKEN_TTL", _duration_s, "30d")
+    refresh_reuse_grace_s: int = setting("REFRESH_REUSE_GRACE_S", _int_at_least(0), "10")
+    email_token_ttl_s: int = setting(
+        "EMAIL_TOKEN_TTL", _duration_s, "1h", help="lifetime of password-reset links")
+    verify_email_token_ttl_s: int = setting("VERIFY_EMAIL_TOKEN_TTL", _duration_s, "24h")
+    signing_key_rotation_s: int = setting("SIGNING_KEY_ROTATION", _duration_s, "7d")
+    jwks_max_age_s: int = setting("JWKS_MAX_AGE_S", _int_at_least(0), "300")
+    # Pages
+    verify_redirect_url: str | None = setting("VERIFY_REDIRECT_URL", _optional_url, "")
+    reset_redirect_url: str | None = setting("RESET_REDIRECT_URL", _optional_url, "")
+    # Scale-out
+    profile_cache_ttl_s: int = setting("PROFILE_CACHE_TTL", _duration_s, "300")
+    online_window_s: int = setting("ONLINE_WINDOW_S", _int_at_least(60), "300")
+    connection_share_warn_percent: int = setting(
+        "CONNECTION_SHARE_WARN_PERCENT", _int_at_least(1), "25")
+    # Rate limits
+    login_account_limit: RateLimit = setting(
+        "LOGIN_ACCOUNT_LIMIT", _rate_limit, "10/15m",
+        help="failed password checks per account and client address before 429")
+    login_ip_limit: RateLimit = setting("LOGIN_IP_LIMIT", _rate_limit, "100/15m")
+    register_ip_limit: RateLimit = setting("REGISTER_IP_LIMIT", _rate_limit, "20/1h")
+    forgot_ip_limit: RateLimit = setting("FORGOT_IP_LIMIT", _rate_limit, "20/1h")
+    resend_ip_limit: RateLimit = setting("RESEND_IP_LIMIT", _rate_limit, "20/1h")
+    email_address_limit: RateLimit = setting(
+        "EMAIL_ADDRESS_LIMIT", _rate_limit, "1/1m", help="emails of one kind to one address")
+    # Jobs
+    email_max_attempts: int = setting("EMAIL_MAX_ATTEMPTS", _int_at_least(1), "8")
+    stalled_job_after_s: int = setting(
+        "STALLED_JOB_AFTER_S", _int_at_least(5), "30",
+        help="a running job whose worker is silent this long is retried")
+    # Logging
+    log_level: str = setting("LOG_LEVEL", _log_level, "info")
+    # Lockout (all client addresses together)
+    login_account_total_limit: RateLimit = setting(
+        "LOGIN_ACCOUNT_TOTAL_LIMIT", _rate_limit, "100/1h",
+        help="failed password checks per account from all client addresses together")
+    # Key rotation
+    secret_key_previous: Secret | None = setting(
+        "SECRET_KEY_PREVIOUS", _previous_secret, "", secret=True,
+        help="the SECRET_KEY before a rotation; only opens signing keys stored under it")
+    # Edges: proxies, metrics, replicas, SMTP credentials
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
+        "TRUSTED_PROXIES", _networks, "",
+        help="CIDRs of proxies whose X-Forwarded-For is believed; empty ignores it")
+    metrics_bind: str | None = setting(
+        "METRICS_BIND", _optional_bind, "",
+        help="HOST:PORT serving GET /metrics; empty serves it nowhere")
+    max_replica_lag_s: int = setting(
+        "MAX_REPLICA_LAG_S", _int_at_least(0), "5",
+        help="longest a MongoDB secondary may trail the primary")
+    smtp_allow_insecure_auth: bool = setting(
+        "SMTP_ALLOW_INSECURE_AUTH", _boolean, "false",
+        help="allow SMTP credentials over a connection without TLS")
+    # Sessions
+    refresh_ip_limit: RateLimit = setting(
+        "REFRESH_IP_LIMIT", _rate_limit, "1000/1h", help="refreshes per client IP")
+    # Draining
+    # Seconds between SIGTERM and closing the listener, for load balancers to notice.
+    drain_delay_s: float = setting(
+        "DRAIN_DELAY_S", _seconds_at_least_zero, str(DRAIN_DELAY_API_S),
+        help=f"on SIGTERM /readyz says 503 and the API keeps serving this long before "
+             f"closing its listener (default {DRAIN_DELAY_API_S} for the api role, "
+             f"0 for --role worker)")
+    # Where each value came from, by variable name (not part of equality).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def public_origin(self) -> str:
+        return self.public_url.rstrip("/")
+
+
+# Every variable, in the order of the fields above.
+SPECS: tuple[_Spec, ...] = tuple(replace(f.metadata["setting"], attr=f.name)
+                                 for f in fields(Settings) if "setting" in f.metadata)
 
 SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)
 
