@@ -50,18 +50,12 @@ async def check_dependencies(settings: Settings) -> dict[str, dict[str, str]]:
     background), so a failure is reported with its real cause."""
     import psycopg
 
-    from authnode.api.health import run_probes
     from authnode.clients.mongo import create_mongo
     from authnode.clients.redis import create_redis
+    from authnode.probes import dependency_probes, run_probes
 
     mongo = create_mongo(settings)
     redis = create_redis(settings)
-
-    async def mongodb() -> object:
-        return await mongo.primary.command("ping")
-
-    async def redis_ping() -> object:
-        return await redis.ping()
 
     async def postgresql() -> object:
         async with await psycopg.AsyncConnection.connect(settings.postgres_url,
@@ -69,8 +63,7 @@ async def check_dependencies(settings: Settings) -> dict[str, dict[str, str]]:
             return await connection.execute("SELECT 1")
 
     try:
-        return await run_probes({"mongodb": mongodb, "redis": redis_ping,
-                                 "postgresql": postgresql})
+        return await run_probes(dependency_probes(mongo.primary, redis, postgresql))
     finally:
         await mongo.close()
         await redis.aclose()

@@ -33,7 +33,6 @@ from procrastinate.worker import Worker
 
 from authnode.api.app import create_app
 from authnode.api.draining import CloseConnectionsWhenNeeded, linger_idle_connections
-from authnode.api.health import run_probes
 from authnode.api.metrics import metrics_app
 from authnode.budget import log_at_startup as log_connection_budget
 from authnode.jobs.app import EMAIL_QUEUE, MAINTENANCE_QUEUE
@@ -41,6 +40,7 @@ from authnode.jobs.tasks import CONTEXT_KEY, requeue_stalled
 from authnode.observability.logs import configure_logging
 from authnode.observability.metrics import Metrics
 from authnode.observability.systemd import keep_watchdog_fed, notify, watchdog_interval_s
+from authnode.probes import run_probes
 from authnode.settings import Settings
 from authnode.stack import Stack, open_stack
 

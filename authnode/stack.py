@@ -7,7 +7,7 @@ them again; the API, the worker and the admin commands all start from it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -26,6 +26,7 @@ from authnode.jobs.worker_context import WorkerContext
 from authnode.mail import sender_from_url
 from authnode.observability.metrics import MongoPoolListener, NullMetrics, ProcessMetrics
 from authnode.online import OnlineUsers, running
+from authnode.probes import Probe, dependency_probes
 from authnode.ratelimit import RedisRateLimiter
 from authnode.repositories.email_tokens import EmailTokenRepository
 from authnode.repositories.registrations import RegistrationRepository
@@ -40,8 +41,6 @@ from authnode.tokens.access import AccessTokens
 from authnode.tokens.keyring import KeyRing
 from authnode.tokens.refresh import refresh_key_from_secret
 
-Probe = Callable[[], Awaitable[object]]
-
 
 @dataclass(frozen=True)
 class Stack:
@@ -55,16 +54,10 @@ class Stack:
     online: OnlineUsers
 
     def probes(self) -> dict[str, Probe]:
-        async def mongodb() -> object:
-            return await self.mongo.primary.command("ping")
-
-        async def redis() -> object:
-            return await self.redis.ping()
-
         async def postgresql() -> object:
             return await self.jobs.connector.execute_query_one_async("SELECT 1 AS ok")
 
-        return {"mongodb": mongodb, "redis": redis, "postgresql": postgresql}
+        return dependency_probes(self.mongo.primary, self.redis, postgresql)
 
 
 async def ensure_indexes(mongo: MongoHandles) -> None:

@@ -17,13 +17,14 @@ from authnode.api.auth import auth_blueprint
 from authnode.api.caching import OPENAPI_MAX_AGE_S, PublicCache
 from authnode.api.documentation import AuthnodeOpenAPIProvider, docs_assets_blueprint
 from authnode.api.errors import register_error_handlers
-from authnode.api.health import Probe, health_blueprint
+from authnode.api.health import health_blueprint
 from authnode.api.jwks import jwks_blueprint
 from authnode.api.pages import pages_blueprint
 from authnode.api.stats import stats_blueprint
 from authnode.api.users import users_blueprint
 from authnode.observability.metrics import Metrics
 from authnode.online import OnlineUsers
+from authnode.probes import Probe
 from authnode.tokens.keyring import KeyRing
 
 access_log = logging.getLogger("authnode.access")

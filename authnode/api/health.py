@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
-import anyio
 from quart import Blueprint
 from quart_schema import document_response
 
 from authnode.api import schemas
 from authnode.api.access import public
-
-Probe = Callable[[], Awaitable[object]]
-PROBE_TIMEOUT_S = 2.0
-
-
-async def run_probes(probes: Mapping[str, Probe]) -> dict[str, dict[str, str]]:
-    """Run every probe at once, each bounded by a timeout; never raises."""
-    results: dict[str, dict[str, str]] = {}
-
-    async def run(name: str, probe: Probe) -> None:
-        try:
-            with anyio.fail_after(PROBE_TIMEOUT_S):
-                await probe()
-        except TimeoutError:
-            results[name] = {"status": "down", "error": "timed out"}
-        except Exception as error:
-            results[name] = {"status": "down", "error": type(error).__name__}
-        else:
-            results[name] = {"status": "up"}
-
-    async with anyio.create_task_group() as tasks:
-        for name, probe in probes.items():
-            tasks.start_soon(run, name, probe)
-    return {name: results[name] for name in probes}
+from authnode.probes import Probe, run_probes
 
 
 def health_blueprint(probes: Mapping[str, Probe],
