@@ -28,11 +28,6 @@ class InvalidRequest(AuthnodeError):
     default_message = "The request is not valid."
 
 
-class MalformedRequest(AuthnodeError):
-    status = 400
-    code = "invalid_request"
-    default_message = "The request body is not valid JSON."
-
 
 class WeakPassword(AuthnodeError):
     status = 422
@@ -81,16 +76,6 @@ class NotFound(AuthnodeError):
     default_message = "Not found."
 
 
-class MethodNotAllowed(AuthnodeError):
-    status = 405
-    code = "method_not_allowed"
-    default_message = "This method is not allowed here."
-
-
-class PayloadTooLarge(AuthnodeError):
-    status = 413
-    code = "payload_too_large"
-    default_message = "The request body is too large."
 
 
 class RateLimited(AuthnodeError):

@@ -463,8 +463,6 @@ class Settings:
 SPECS: tuple[_Spec, ...] = tuple(replace(f.metadata["setting"], attr=f.name)
                                  for f in fields(Settings) if "setting" in f.metadata)
 
-SECRET_VARIABLES = frozenset(spec.env for spec in SPECS if spec.secret)
-
 
 # --------------------------------------------------------------------------- loading
 
