@@ -64,3 +64,18 @@ def email_sent(idempotency_key: str) -> str:
 def online_shard(shard: int, minute: int) -> str:
     """Online users are spread over shards (see :mod:`authnode.online`)."""
     return f"{PREFIX}:online:{{s{shard}}}:{minute}"
+
+
+def mfa_pending(token_digest: str) -> str:
+    """A login waiting for its second factor (the ``mfa_token``, by its SHA-256)."""
+    return f"{PREFIX}:mfa:pending:{{{token_digest[:32]}}}"
+
+
+def totp_used(user_id: str, step: int) -> str:
+    """Present while one TOTP time step's code of this user has been used (no replay)."""
+    return f"{PREFIX}:mfa:totp:{user_tag(user_id)}:{step}"
+
+
+def webauthn_challenge(challenge_digest: str) -> str:
+    """A WebAuthn challenge handed out and not yet answered (single use)."""
+    return f"{PREFIX}:mfa:wa:{{{challenge_digest[:32]}}}"

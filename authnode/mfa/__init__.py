@@ -1,0 +1,1 @@
+"""Second factors: TOTP with recovery codes, and passkeys (WebAuthn)."""
