@@ -62,6 +62,10 @@ class LoadResult:
         """Outcomes of requests that started in [start, end)."""
         return [o for o in self.outcomes if start <= o.started < end]
 
+    def ended_before(self, end: float) -> list[Outcome]:
+        """Outcomes of requests that were over before ``end`` (none was in flight then)."""
+        return [o for o in self.outcomes if o.ended < end]
+
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
