@@ -70,7 +70,7 @@ class EmailTokenRepository:
 
     async def owner(self, token_hash: str) -> str | None:
         found = await self._fresh.find_one({"_id": token_hash}, projection={"user_id": 1})
-        return found["user_id"] if found else None
+        return found.get("user_id") if found else None  # a registration's link names none
 
     async def delete_for_user(self, user_id: str) -> None:
         await self._fresh.delete_many({"user_id": user_id})

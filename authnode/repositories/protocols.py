@@ -71,7 +71,9 @@ class SessionStore(Protocol):
     async def rotate(self, session_id: str, current_hash: str, *, new_hash: str, nonce: str,
                      now: datetime) -> Session | None:
         """Swap the refresh hash if ``current_hash`` is still the live one, remembering
-        it as spent; the rotated session (with ``spent``), or None."""
+        it as spent; the rotated session (with ``spent``), or None. Two concurrent
+        rotations may both pass on FerretDB v1: only the caller that won
+        :meth:`claim_rotation` rotates."""
         ...
 
     async def confirm_credentials(self, session_id: str, user_id: str,
