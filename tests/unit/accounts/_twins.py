@@ -1,10 +1,11 @@
 """Accounts and a Mailer on the in-memory stores, for fast tests of the account flows.
 
-Redis-backed services are real objects on a Redis client that points at a closed port:
-the flows tested here must not need them (any use fails the test with a connection
-error). The rate limiter is :class:`LockoutLimiter`, a stand-in for the Protocol whose
-lockout counts the domain's reservations; the Redis scripts' own rules are tested
-against Redis in tests/integration/test_lockout_reservations.py and tests/security.
+Redis-backed services are real objects on a Redis client that points at a closed port
+unless a test passes a real one: the flows tested here must not need them (any use fails
+the test with a connection error). The rate limiter is :class:`LockoutLimiter`, a
+stand-in for the Protocol whose lockout counts the domain's reservations; the Redis
+scripts' own rules are tested against Redis in tests/integration/test_lockout_reservations.py
+and tests/security.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from authnode.accounts.emails import Mailer, deliver
 from authnode.accounts.outbox import EmailKind
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
 from authnode.cache import ProfileCache
+from authnode.clients.redis import RedisClient
 from authnode.ratelimit import Decision
 from authnode.repositories.memory import (
     MemoryEmailTokenStore,
@@ -123,12 +125,13 @@ def settings(**environ: str) -> Settings:
                          host=HostResources(cpus=2, memory_bytes=4 << 30))
 
 
-async def twins(**environ: str) -> Twins:
+async def twins(redis: RedisClient | None = None, **environ: str) -> Twins:
+    """``redis``: for Revocations and the profile cache (default: a closed port)."""
     config = settings(**environ)
     clock = FakeClock()
     ring = KeyRing(MemoryKeyStore(), SIGNING_SECRET, rotation_s=86400, clock=clock)
     await ring.load()
-    unreachable = Redis(host="127.0.0.1", port=CLOSED_PORT)
+    unreachable = redis or Redis(host="127.0.0.1", port=CLOSED_PORT)
     guards = MemorySpendGuards()
     users, email_tokens = MemoryUserStore(), MemoryEmailTokenStore(guards)
     registrations = MemoryRegistrationStore()
