@@ -8,9 +8,10 @@ bootstrap:
 test:
 	bash scripts/test.sh $(ARGS)
 
-# The unit tests only (no servers): lint, type check and tests/unit, in under 2 minutes.
+# No servers: lint, type check, tests/unit and the in-memory side of tests/contract, in
+# under 2 minutes.
 test-fast:
-	bash scripts/test.sh tests/unit $(ARGS)
+	bash scripts/test.sh tests/unit tests/contract -m "not mongo_store" $(ARGS)
 
 lint: bootstrap
 	.venv/bin/ruff check authnode tests

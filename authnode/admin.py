@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authnode.settings import Settings
+
+if TYPE_CHECKING:
+    from authnode.repositories.records import User
 
 
 async def migrate(settings: Settings) -> list[str]:
@@ -72,10 +75,10 @@ async def check_dependencies(settings: Settings) -> dict[str, dict[str, str]]:
 # --------------------------------------------------------------------------- users
 
 
-def describe_user(user: dict[str, Any], live_sessions: int) -> dict[str, Any]:
+def describe_user(user: User, live_sessions: int) -> dict[str, Any]:
     from authnode.accounts.models import public_user
 
-    return {**public_user(user), "disabled": bool(user.get("disabled")),
+    return {**public_user(user), "disabled": user.disabled,
             "live_sessions": live_sessions}
 
 
@@ -88,13 +91,13 @@ async def user_action(settings: Settings, email: str, action: str) -> dict[str, 
         accounts = stack.accounts
         user = await moderation.find_by_email(accounts, email)
         if action == "disable":
-            user = await moderation.set_disabled(accounts, user["_id"], True)
+            user = await moderation.set_disabled(accounts, user.id, True)
         elif action == "enable":
-            user = await moderation.set_disabled(accounts, user["_id"], False)
+            user = await moderation.set_disabled(accounts, user.id, False)
         elif action == "delete":
-            await moderation.remove_account(accounts, user["_id"])
+            await moderation.remove_account(accounts, user.id)
             return {**describe_user(user, 0), "deleted": True}
-        live = await accounts.sessions.live_ids_for_user(user["_id"], accounts.now())
+        live = await accounts.sessions.live_ids_for_user(user.id, accounts.now())
         return describe_user(user, len(live))
 
 

@@ -21,7 +21,6 @@ import logging
 import secrets
 import time
 from datetime import timedelta
-from typing import Any
 
 import anyio
 
@@ -35,7 +34,7 @@ from authnode.errors import (
     InvalidToken,
     Unavailable,
 )
-from authnode.repositories.sessions import spent_prefix
+from authnode.repositories.records import Session, User
 from authnode.tokens.refresh import (
     hash_refresh_token,
     hashes_equal,
@@ -61,27 +60,27 @@ async def login(accounts: Accounts, *, email: str, password: str, ip: str,
     if user is None:
         await accounts.hasher.verify_dummy(password)
         raise InvalidCredentials()
-    if not await accounts.hasher.verify(user["password_hash"], password):
+    if not await accounts.hasher.verify(user.password_hash, password):
         raise InvalidCredentials()
     await accounts.limiter.release_attempt(address, ip)
-    if not user.get("email_verified"):
+    if not user.email_verified:
         raise EmailNotVerified()
-    if user.get("disabled"):
+    if user.disabled:
         raise AccountDisabled()
-    if accounts.hasher.needs_rehash(user["password_hash"]):
+    if accounts.hasher.needs_rehash(user.password_hash):
         new_hash = await accounts.hasher.hash(password)
-        await accounts.users.rehash_password(user["_id"], user["password_hash"], new_hash)
+        await accounts.users.rehash_password(user.id, user.password_hash, new_hash)
     return await start_session(accounts, user, ip=ip, user_agent=user_agent)
 
 
-async def check_password(accounts: Accounts, user: dict[str, Any], password: str, *,
+async def check_password(accounts: Accounts, user: User, password: str, *,
                          ip: str) -> bool:
     """Whether ``password`` is the user's, counted against the account's lockout as a
     login from ``ip`` is (:class:`AccountLocked` while it is locked for ``ip``)."""
-    await _reserve_attempt(accounts, user["email"], ip)
-    if not await accounts.hasher.verify(user["password_hash"], password):
+    await _reserve_attempt(accounts, user.email, ip)
+    if not await accounts.hasher.verify(user.password_hash, password):
         return False
-    await accounts.limiter.release_attempt(user["email"], ip)
+    await accounts.limiter.release_attempt(user.email, ip)
     return True
 
 
@@ -96,20 +95,19 @@ async def _reserve_attempt(accounts: Accounts, address: str, ip: str) -> None:
         raise AccountLocked(reserved.retry_after_s)
 
 
-async def start_session(accounts: Accounts, user: dict[str, Any], *, ip: str,
+async def start_session(accounts: Accounts, user: User, *, ip: str,
                         user_agent: str) -> IssuedTokens:
     now = accounts.now()
     session_id = secrets.token_urlsafe(18)
     refresh_token = new_refresh_token(session_id)
-    await accounts.sessions.insert({
-        "_id": session_id, "user_id": user["_id"],
-        "refresh_hash": hash_refresh_token(refresh_token),
-        "previous_hash": None, "rotation_nonce": None, "rotated_at": None, "spent": [],
-        "created_at": now, "last_used_at": now,
-        "expires_at": now + timedelta(seconds=accounts.settings.refresh_token_ttl_s),
-        "user_agent": user_agent[:MAX_USER_AGENT_CHARS], "ip": ip, "revoked_at": None,
-    })
-    access_token, expires_in = await accounts.access_tokens.issue(user["_id"], session_id)
+    await accounts.sessions.insert(Session(
+        id=session_id, user_id=user.id, refresh_hash=hash_refresh_token(refresh_token),
+        previous_hash=None, rotation_nonce=None, rotated_at=None, spent=(),
+        created_at=now, last_used_at=now,
+        expires_at=now + timedelta(seconds=accounts.settings.refresh_token_ttl_s),
+        user_agent=user_agent[:MAX_USER_AGENT_CHARS], ip=ip, revoked_at=None,
+    ))
+    access_token, expires_in = await accounts.access_tokens.issue(user.id, session_id)
     return IssuedTokens(access_token, expires_in, refresh_token, user)
 
 
@@ -127,7 +125,7 @@ async def refresh(accounts: Accounts, *, refresh_token: str, ip: str) -> IssuedT
         # Still the live token: the request that claimed it failed (a 503) or died before
         # its update, and the client is retrying. Rotate it now rather than log them out.
         if replayed is not None and _is_live(replayed, presented_hash):
-            owner = replayed["user_id"]
+            owner = replayed.user_id
     if owner is not None:
         # Before the token is spent, so that a Redis failure here leaves it for a retry.
         await _refuse_if_marked(accounts, owner, session_id)
@@ -140,17 +138,17 @@ async def refresh(accounts: Accounts, *, refresh_token: str, ip: str) -> IssuedT
         successor = await _replayed(accounts, replayed, refresh_token, presented_hash)
         session = replayed
         assert session is not None  # _replayed raised otherwise
-        await _refuse_if_marked(accounts, session["user_id"], session_id)
-    user = await accounts.users.by_id(session["user_id"])
-    if user is None or user.get("disabled"):
+        await _refuse_if_marked(accounts, session.user_id, session_id)
+    user = await accounts.users.by_id(session.user_id)
+    if user is None or user.disabled:
         raise InvalidToken()
-    changed_at = user.get("password_changed_at")
-    proved_at = session.get("credentials_at") or session["created_at"]
+    changed_at = user.password_changed_at
+    proved_at = session.credentials_at or session.created_at
     if changed_at is not None and proved_at < changed_at:
         # A password change meant to end this session; finish what it could not.
         await accounts.sessions.revoke(session_id, accounts.now())
         raise InvalidToken()
-    access_token, expires_in = await accounts.access_tokens.issue(user["_id"], session_id)
+    access_token, expires_in = await accounts.access_tokens.issue(user.id, session_id)
     return IssuedTokens(access_token, expires_in, successor, user)
 
 
@@ -163,7 +161,7 @@ async def _refuse_if_marked(accounts: Accounts, user_id: str, session_id: str) -
 
 
 async def _after_concurrent_rotation(accounts: Accounts, session_id: str,
-                                     presented_hash: str) -> dict[str, Any] | None:
+                                     presented_hash: str) -> Session | None:
     """The session once the request that claimed this token has rotated it (or after
     ``ROTATION_WAIT_S``, if that request died between its claim and its update)."""
     deadline = time.monotonic() + ROTATION_WAIT_S
@@ -174,28 +172,30 @@ async def _after_concurrent_rotation(accounts: Accounts, session_id: str,
         await anyio.sleep(0.005)
 
 
-def _is_live(session: dict[str, Any] | None, presented_hash: str) -> bool:
-    return (session is not None and session.get("revoked_at") is None
-            and hashes_equal(session["refresh_hash"], presented_hash))
+def _is_live(session: Session | None, presented_hash: str) -> bool:
+    return (session is not None and session.revoked_at is None
+            and hashes_equal(session.refresh_hash, presented_hash))
 
 
-async def _replayed(accounts: Accounts, session: dict[str, Any] | None, refresh_token: str,
+async def _replayed(accounts: Accounts, session: Session | None, refresh_token: str,
                     presented_hash: str) -> str:
     """The presented token is not the live one: a concurrent refresh or a replay."""
     now = accounts.now()
-    if session is None or session.get("revoked_at") is not None or session["expires_at"] <= now:
+    if session is None or session.revoked_at is not None or session.expires_at <= now:
         raise InvalidToken()
-    previous = session.get("previous_hash")
+    previous = session.previous_hash
     if previous and hashes_equal(previous, presented_hash):
         grace = timedelta(seconds=accounts.settings.refresh_reuse_grace_s)
-        if now - session["rotated_at"] <= grace:
-            return successor_token(refresh_token, session["rotation_nonce"],
-                                   accounts.refresh_key, session["_id"])
-    elif spent_prefix(presented_hash) not in session.get("spent", ()):
+        # A session with a previous hash was rotated: it has a nonce and a time.
+        assert session.rotated_at is not None and session.rotation_nonce is not None
+        if now - session.rotated_at <= grace:
+            return successor_token(refresh_token, session.rotation_nonce,
+                                   accounts.refresh_key, session.id)
+    elif not session.spent_earlier(presented_hash):
         raise InvalidToken()  # never a token of this session
     log.warning("refresh token reuse detected; session revoked",
-                extra={"user_id": session["user_id"], "session_id": session["_id"]})
-    await end_session(accounts, session["user_id"], session["_id"])
+                extra={"user_id": session.user_id, "session_id": session.id})
+    await end_session(accounts, session.user_id, session.id)
     raise InvalidToken()
 
 
@@ -208,12 +208,12 @@ async def end_session(accounts: Accounts, user_id: str, session_id: str) -> bool
     has revoked the session: if that write fails, the mark refuses the session's refreshes
     for as long as its refresh token could live (:func:`_refuse_if_marked`)."""
     session = await accounts.sessions.by_id(session_id)
-    if session is None or session["user_id"] != user_id:
+    if session is None or session.user_id != user_id:
         return False
     await accounts.revocations.revoke_sessions(user_id, [session_id], pending=True)
     ended = await accounts.sessions.revoke(session_id, accounts.now(), user_id=user_id)
     await _settle(accounts, user_id, [session_id])
-    return ended is not None
+    return ended
 
 
 async def _settle(accounts: Accounts, user_id: str, session_ids: list[str]) -> None:

@@ -12,10 +12,12 @@ from authnode.accounts.outbox import EmailOutbox
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
 from authnode.cache import ProfileCache
 from authnode.ratelimit import RateLimiter
-from authnode.repositories.email_tokens import EmailTokenRepository
-from authnode.repositories.registrations import RegistrationRepository
-from authnode.repositories.sessions import SessionRepository
-from authnode.repositories.users import UserRepository
+from authnode.repositories.protocols import (
+    EmailTokenStore,
+    RegistrationStore,
+    SessionStore,
+    UserStore,
+)
 from authnode.revocations import Revocations
 from authnode.settings import Settings
 from authnode.tokens.access import AccessTokens
@@ -24,10 +26,10 @@ from authnode.tokens.access import AccessTokens
 @dataclass(frozen=True)
 class Accounts:
     settings: Settings
-    users: UserRepository
-    sessions: SessionRepository
-    email_tokens: EmailTokenRepository
-    registrations: RegistrationRepository
+    users: UserStore
+    sessions: SessionStore
+    email_tokens: EmailTokenStore
+    registrations: RegistrationStore
     hasher: PasswordHasher
     policy: PasswordPolicy
     access_tokens: AccessTokens

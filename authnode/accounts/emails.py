@@ -19,26 +19,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from authnode.accounts.models import utc
 from authnode.accounts.outbox import EmailKind
 from authnode.mail import MailSender, render
 from authnode.ratelimit import RateLimiter
-from authnode.repositories.email_tokens import EmailTokenRepository
-from authnode.repositories.registrations import RegistrationRepository
-from authnode.repositories.sent_emails import SentEmailRepository
-from authnode.repositories.users import UserRepository
+from authnode.repositories.protocols import (
+    EmailTokenStore,
+    RegistrationStore,
+    SentEmailStore,
+    UserStore,
+)
+from authnode.repositories.records import EmailToken, Registration, User
 from authnode.settings import Settings
 
 
 @dataclass(frozen=True)
 class Mailer:
     settings: Settings
-    users: UserRepository
-    email_tokens: EmailTokenRepository
-    registrations: RegistrationRepository
-    sent_emails: SentEmailRepository
+    users: UserStore
+    email_tokens: EmailTokenStore
+    registrations: RegistrationStore
+    sent_emails: SentEmailStore
     sender: MailSender
     limiter: RateLimiter
     clock: Callable[[], float] = field(default=time.time)
@@ -51,8 +53,8 @@ class _Plan:
     kind: EmailKind
     to: str
     name: str | None = None
-    user: dict[str, Any] | None = None  # the account a link is for
-    registration: dict[str, Any] | None = None  # or the pending registration
+    user: User | None = None  # the account a link is for
+    registration: Registration | None = None  # or the pending registration
 
 
 async def deliver(mailer: Mailer, *, kind: EmailKind, email: str, user_id: str | None,
@@ -93,11 +95,11 @@ async def _plan_registration(mailer: Mailer, registration_id: str,
     registration = await mailer.registrations.live(registration_id, now)
     if registration is None:
         return "no_registration"  # expired, or another link of the address won
-    user = await mailer.users.by_email(registration["email"])
+    user = await mailer.users.by_email(registration.email)
     if user is None:
-        return _Plan("verify_email", registration["email"], registration=registration)
+        return _Plan("verify_email", registration.email, registration=registration)
     await mailer.registrations.delete(registration_id)
-    return _Plan("already_registered", user["email"], name=_name_for(user))
+    return _Plan("already_registered", user.email, name=_name_for(user))
 
 
 async def _plan_account(mailer: Mailer, kind: EmailKind, email: str, user_id: str | None,
@@ -108,24 +110,24 @@ async def _plan_account(mailer: Mailer, kind: EmailKind, email: str, user_id: st
         # registration (earlier links of that and other registrations still work).
         registration = await mailer.registrations.newest_live(email, now)
         if registration is not None:
-            return _Plan("verify_email", registration["email"], registration=registration)
+            return _Plan("verify_email", registration.email, registration=registration)
     reason = _why_not(kind, user)
     if reason is not None:
         return reason
     assert user is not None
-    return _Plan(kind, user["email"], name=_name_for(user), user=user)
+    return _Plan(kind, user.email, name=_name_for(user), user=user)
 
 
-def _name_for(user: dict[str, Any]) -> str | None:
-    return user.get("name") if user.get("email_verified") else None
+def _name_for(user: User) -> str | None:
+    return user.name if user.email_verified else None
 
 
-def _why_not(kind: EmailKind, user: dict[str, Any] | None) -> str | None:
+def _why_not(kind: EmailKind, user: User | None) -> str | None:
     if user is None:
         return "no_account"
-    if kind == "verify_email" and user.get("email_verified"):
+    if kind == "verify_email" and user.email_verified:
         return "already_verified"
-    if kind in ("verify_email", "password_reset") and user.get("disabled"):
+    if kind in ("verify_email", "password_reset") and user.disabled:
         return "disabled"
     return None
 
@@ -138,19 +140,18 @@ async def _mint_link_token(mailer: Mailer, plan: _Plan, now: datetime
     valid_for_s = (mailer.settings.verify_email_token_ttl_s if plan.kind == "verify_email"
                    else mailer.settings.email_token_ttl_s)
     token = secrets.token_urlsafe(32)
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
     expires_at = now + timedelta(seconds=valid_for_s)
-    record: dict[str, Any] = {
-        "_id": hashlib.sha256(token.encode()).hexdigest(), "kind": plan.kind,
-        "created_at": now, "expires_at": expires_at, "used_at": None,
-    }
     if plan.registration is not None:
-        record["registration_id"] = plan.registration["_id"]
-        requested_at = plan.registration["created_at"]
-        await mailer.registrations.extend(plan.registration["_id"], expires_at)
+        record = EmailToken(id=token_hash, kind=plan.kind, created_at=now,
+                            expires_at=expires_at, registration_id=plan.registration.id)
+        requested_at = plan.registration.created_at
+        await mailer.registrations.extend(plan.registration.id, expires_at)
     else:
         assert plan.user is not None
-        record["user_id"] = plan.user["_id"]
-        record["credential_version"] = plan.user.get("credential_version", 1)
-        requested_at = plan.user.get("created_at", now)
+        record = EmailToken(id=token_hash, kind=plan.kind, created_at=now,
+                            expires_at=expires_at, user_id=plan.user.id,
+                            credential_version=plan.user.credential_version)
+        requested_at = plan.user.created_at or now
     await mailer.email_tokens.insert(record)
     return token, valid_for_s, requested_at if plan.kind == "verify_email" else None

@@ -10,6 +10,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from authnode.errors import InvalidRequest
+from authnode.repositories.records import User
 
 MAX_EMAIL_CHARS = 254
 MAX_NAME_CHARS = 100
@@ -27,14 +28,14 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def public_user(user: dict[str, Any]) -> dict[str, Any]:
+def public_user(user: User) -> dict[str, Any]:
     """USER in the API contract: never the hash, never internal counters."""
     return {
-        "id": user["_id"],
-        "email": user["email"],
-        "name": user.get("name"),
-        "email_verified": bool(user.get("email_verified")),
-        "created_at": iso(user.get("created_at")),
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "email_verified": user.email_verified,
+        "created_at": iso(user.created_at),
     }
 
 
@@ -85,7 +86,7 @@ class IssuedTokens:
     access_token: str
     expires_in: int
     refresh_token: str
-    user: dict[str, Any]
+    user: User
 
     def as_json(self) -> dict[str, Any]:
         return {

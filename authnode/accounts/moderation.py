@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from authnode.accounts.authentication import end_all_sessions
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import lookup_email
 from authnode.errors import NotFound
+from authnode.repositories.records import User
 
 
-async def find_by_email(accounts: Accounts, email: str) -> dict[str, Any]:
+async def find_by_email(accounts: Accounts, email: str) -> User:
     user = await accounts.users.by_email(lookup_email(email))
     if user is None:
         raise NotFound("No account has this email address.")
     return user
 
 
-async def set_disabled(accounts: Accounts, user_id: str, disabled: bool) -> dict[str, Any]:
+async def set_disabled(accounts: Accounts, user_id: str, disabled: bool) -> User:
     """Disable (login refused, every session ended at once) or enable an account."""
     await accounts.profiles.invalidate(user_id)
     user = await accounts.users.set_disabled(user_id, disabled, accounts.now())

@@ -40,19 +40,19 @@ async def delete_account(accounts: Accounts, principal: Principal, *, password: 
         raise InvalidToken()
     if not await check_password(accounts, user, password, ip=ip):
         raise InvalidCredentials("The password is incorrect.")
-    await remove_account(accounts, user["_id"])
+    await remove_account(accounts, user.id)
 
 
 async def list_sessions(accounts: Accounts, principal: Principal) -> list[dict[str, Any]]:
     sessions = await accounts.sessions.active_for_user(principal.user_id, accounts.now())
     return [
         {
-            "id": session["_id"],
-            "created_at": iso(session["created_at"]),
-            "last_used_at": iso(session.get("last_used_at")),
-            "user_agent": session.get("user_agent") or "",
-            "ip": session.get("ip") or "",
-            "current": session["_id"] == principal.session_id,
+            "id": session.id,
+            "created_at": iso(session.created_at),
+            "last_used_at": iso(session.last_used_at),
+            "user_agent": session.user_agent,
+            "ip": session.ip,
+            "current": session.id == principal.session_id,
         }
         for session in sessions
     ]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from authnode.accounts.authentication import check_password, end_all_sessions
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import Principal, lookup_email, utc
 from authnode.accounts.registration import email_token_hash
 from authnode.errors import InvalidCredentials, InvalidEmailToken, InvalidToken, Unavailable
+from authnode.repositories.records import User
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +25,28 @@ async def reset_password(accounts: Accounts, *, token: str, password: str) -> No
     if not await accounts.email_tokens.is_usable(token_hash, "password_reset", accounts.now()):
         raise InvalidEmailToken()
     user = await _token_user(accounts, token_hash)
-    accounts.policy.check(password, email=user["email"])
+    accounts.policy.check(password, email=user.email)
     password_hash = await accounts.hasher.hash(password)
     # The cutoff first: whichever write below fails, no access token of the old sessions
     # works any more, and their refreshes are refused once the password has changed.
     cutoff = accounts.clock()
-    await accounts.revocations.revoke_user(user["_id"], cutoff)
+    await accounts.revocations.revoke_user(user.id, cutoff)
     spent = await accounts.email_tokens.consume(token_hash, "password_reset", accounts.now())
     if spent is None:
-        await _lift_cutoff(accounts, user["_id"], cutoff)  # nothing changed after all
+        await _lift_cutoff(accounts, user.id, cutoff)  # nothing changed after all
         raise InvalidEmailToken()
-    await accounts.profiles.invalidate(user["_id"])
+    await accounts.profiles.invalidate(user.id)
     # Whoever holds the link holds the mailbox: the address counts as verified. A link
     # issued before the password last changed (another reset, a change) is dead.
     updated = await accounts.users.set_password(
-        user["_id"], password_hash, accounts.now(), verify_email=True,
-        expected_version=spent.get("credential_version", 1))
+        user.id, password_hash, accounts.now(), verify_email=True,
+        expected_version=1 if spent.credential_version is None else spent.credential_version)
     if updated is None:
-        await _lift_cutoff(accounts, user["_id"], cutoff)
+        await _lift_cutoff(accounts, user.id, cutoff)
         raise InvalidEmailToken()
-    await end_all_sessions(accounts, user["_id"])
-    await _lift_cutoff(accounts, user["_id"], cutoff)
-    await accounts.outbox.request("password_changed", email=user["email"], user_id=user["_id"])
+    await end_all_sessions(accounts, user.id)
+    await _lift_cutoff(accounts, user.id, cutoff)
+    await accounts.outbox.request("password_changed", email=user.email, user_id=user.id)
 
 
 async def _lift_cutoff(accounts: Accounts, user_id: str, cutoff: float) -> None:
@@ -63,7 +63,7 @@ async def _lift_cutoff(accounts: Accounts, user_id: str, cutoff: float) -> None:
                     extra={"user_id": user_id})
 
 
-async def _token_user(accounts: Accounts, token_hash: str) -> dict[str, Any]:
+async def _token_user(accounts: Accounts, token_hash: str) -> User:
     owner = await accounts.email_tokens.owner(token_hash)
     user = await accounts.users.by_id(owner) if owner else None
     if user is None:
@@ -78,19 +78,19 @@ async def change_password(accounts: Accounts, principal: Principal, *, current_p
         raise InvalidToken()
     if not await check_password(accounts, user, current_password, ip=ip):
         raise InvalidCredentials("The current password is incorrect.")
-    accounts.policy.check(new_password, email=user["email"])
+    accounts.policy.check(new_password, email=user.email)
     password_hash = await accounts.hasher.hash(new_password)
     # This session proves the password now, so it outlives the change; then the cutoff,
     # so that no failure below leaves another session's access token working.
     cutoff = accounts.clock()
-    await accounts.sessions.confirm_credentials(principal.session_id, user["_id"],
+    await accounts.sessions.confirm_credentials(principal.session_id, user.id,
                                                 utc(cutoff))
-    await accounts.revocations.revoke_user(user["_id"], cutoff)
-    updated = await accounts.users.set_password(user["_id"], password_hash, utc(cutoff),
-                                                expected_hash=user["password_hash"])
+    await accounts.revocations.revoke_user(user.id, cutoff)
+    updated = await accounts.users.set_password(user.id, password_hash, utc(cutoff),
+                                                expected_hash=user.password_hash)
     if updated is None:
-        await _lift_cutoff(accounts, user["_id"], cutoff)
+        await _lift_cutoff(accounts, user.id, cutoff)
         raise InvalidCredentials("The password changed meanwhile; try again.")
-    await end_all_sessions(accounts, user["_id"], except_session=principal.session_id)
-    await _lift_cutoff(accounts, user["_id"], cutoff)
-    await accounts.outbox.request("password_changed", email=user["email"], user_id=user["_id"])
+    await end_all_sessions(accounts, user.id, except_session=principal.session_id)
+    await _lift_cutoff(accounts, user.id, cutoff)
+    await accounts.outbox.request("password_changed", email=user.email, user_id=user.id)

@@ -24,8 +24,7 @@ from typing import Any
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import clean_name, lookup_email, normalize_email, public_user
 from authnode.errors import InvalidEmailToken
-from authnode.repositories.registrations import new_registration_id
-from authnode.repositories.users import new_user_id
+from authnode.repositories.records import Registration, User, new_registration_id, new_user_id
 
 MAX_EMAIL_TOKEN_CHARS = 256
 
@@ -39,11 +38,11 @@ async def register(accounts: Accounts, *, email: str, password: str, name: str |
     password_hash = await accounts.hasher.hash(password)
     now = accounts.now()
     registration_id = new_registration_id()
-    await accounts.registrations.insert({
-        "_id": registration_id, "email": address, "name": display_name,
-        "password_hash": password_hash, "created_at": now,
-        "expires_at": now + timedelta(seconds=accounts.settings.verify_email_token_ttl_s),
-    })
+    await accounts.registrations.insert(Registration(
+        id=registration_id, email=address, name=display_name, password_hash=password_hash,
+        created_at=now,
+        expires_at=now + timedelta(seconds=accounts.settings.verify_email_token_ttl_s),
+    ))
     try:
         await accounts.outbox.request("verify_email", email=address,
                                       registration_id=registration_id)
@@ -80,30 +79,32 @@ async def verify_email(accounts: Accounts, *, token: str) -> dict[str, Any]:
     spent = await accounts.email_tokens.consume(email_token_hash(token), "verify_email", now)
     if spent is None:
         raise InvalidEmailToken()
-    if spent.get("registration_id"):
-        return public_user(await _activate(accounts, spent["registration_id"]))
+    if spent.registration_id:
+        return public_user(await _activate(accounts, spent.registration_id))
     # A link sent before registrations were kept apart names an existing, unverified
     # account; it verifies that account unless its password changed since.
-    await accounts.profiles.invalidate(spent["user_id"])
-    user = await accounts.users.mark_verified(spent["user_id"], spent["credential_version"], now)
+    if spent.user_id is None or spent.credential_version is None:
+        raise InvalidEmailToken()  # names nothing (no link has been written so)
+    await accounts.profiles.invalidate(spent.user_id)
+    user = await accounts.users.mark_verified(spent.user_id, spent.credential_version, now)
     if user is None:
         raise InvalidEmailToken()
     return public_user(user)
 
 
-async def _activate(accounts: Accounts, registration_id: str) -> dict[str, Any]:
+async def _activate(accounts: Accounts, registration_id: str) -> User:
     now = accounts.now()
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as BSON stores it
     registration = await accounts.registrations.live(registration_id, now)
     if registration is None:  # another link of the address won, or it expired
         raise InvalidEmailToken()
-    user: dict[str, Any] = {
-        "_id": new_user_id(), "email": registration["email"], "name": registration["name"],
-        "password_hash": registration["password_hash"], "email_verified": True,
-        "disabled": False, "credential_version": 1, "created_at": now, "updated_at": now,
-    }
+    user = User(
+        id=new_user_id(), email=registration.email, name=registration.name,
+        password_hash=registration.password_hash, email_verified=True, disabled=False,
+        credential_version=1, created_at=now, updated_at=now,
+    )
     if not await accounts.users.create(user, now):
         raise InvalidEmailToken()  # the address has an account: this link lost
     # Every other pending registration of the address (and so its link) dies now.
-    await accounts.registrations.delete_for_email(registration["email"])
+    await accounts.registrations.delete_for_email(registration.email)
     return user

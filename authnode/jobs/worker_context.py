@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from authnode.accounts.emails import Mailer
-from authnode.repositories.sessions import SessionRepository
+from authnode.repositories.protocols import SessionStore
 from authnode.settings import Settings
 from authnode.tokens.keyring import KeyRing
 
@@ -19,6 +19,6 @@ def _ignore(task: str, outcome: str, seconds: float) -> None:
 class WorkerContext:
     settings: Settings
     mailer: Mailer
-    sessions: SessionRepository
+    sessions: SessionStore
     keyring: KeyRing
     observe_job: Callable[[str, str, float], None] = field(default=_ignore)

@@ -12,9 +12,32 @@ from datetime import datetime
 from pymongo import ReturnDocument
 
 from authnode.clients.mongo import Document, MongoHandles
+from authnode.repositories.records import EmailToken
 from authnode.repositories.spend_guards import SpendGuards
 
 COLLECTION = "email_tokens"
+
+
+def email_token_from_document(doc: Document) -> EmailToken:
+    return EmailToken(
+        id=doc["_id"], kind=doc["kind"], created_at=doc["created_at"],
+        expires_at=doc["expires_at"], used_at=doc.get("used_at"),
+        registration_id=doc.get("registration_id"), user_id=doc.get("user_id"),
+        credential_version=doc.get("credential_version"))
+
+
+def email_token_to_document(token: EmailToken) -> Document:
+    """A verification link for a registration names it; a link for an account names the
+    user and the credential version (absent fields stay absent)."""
+    doc: Document = {"_id": token.id, "kind": token.kind, "created_at": token.created_at,
+                     "expires_at": token.expires_at, "used_at": token.used_at}
+    if token.registration_id is not None:
+        doc["registration_id"] = token.registration_id
+    if token.user_id is not None:
+        doc["user_id"] = token.user_id
+    if token.credential_version is not None:
+        doc["credential_version"] = token.credential_version
+    return doc
 
 
 class EmailTokenRepository:
@@ -26,17 +49,18 @@ class EmailTokenRepository:
         await self._fresh.create_index("user_id", name="user_id")
         await self._fresh.create_index("expires_at", name="expires_at")
 
-    async def insert(self, token: Document) -> None:
-        await self._fresh.insert_one(token)
+    async def insert(self, token: EmailToken) -> None:
+        await self._fresh.insert_one(email_token_to_document(token))
 
-    async def consume(self, token_hash: str, kind: str, now: datetime) -> Document | None:
+    async def consume(self, token_hash: str, kind: str, now: datetime) -> EmailToken | None:
         if not await self._guards.claim(f"email:{token_hash}", now):
             return None  # spent, or being spent right now by a concurrent request
-        return await self._fresh.find_one_and_update(
+        spent = await self._fresh.find_one_and_update(
             {"_id": token_hash, "kind": kind, "used_at": None, "expires_at": {"$gt": now}},
             {"$set": {"used_at": now}},
             return_document=ReturnDocument.AFTER,
         )
+        return email_token_from_document(spent) if spent is not None else None
 
     async def is_usable(self, token_hash: str, kind: str, now: datetime) -> bool:
         found = await self._fresh.find_one(
@@ -46,7 +70,7 @@ class EmailTokenRepository:
 
     async def owner(self, token_hash: str) -> str | None:
         found = await self._fresh.find_one({"_id": token_hash}, projection={"user_id": 1})
-        return found["user_id"] if found else None
+        return found.get("user_id") if found else None  # a registration's link names none
 
     async def delete_for_user(self, user_id: str) -> None:
         await self._fresh.delete_many({"user_id": user_id})

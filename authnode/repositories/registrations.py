@@ -13,18 +13,27 @@ it once expired.
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 
 from pymongo import DESCENDING
 
 from authnode.clients.mongo import Document, MongoHandles
+from authnode.repositories.records import Registration
 
 COLLECTION = "registrations"
 
 
-def new_registration_id() -> str:
-    return secrets.token_urlsafe(18)
+def registration_from_document(doc: Document) -> Registration:
+    return Registration(
+        id=doc["_id"], email=doc["email"], name=doc.get("name"),
+        password_hash=doc["password_hash"], created_at=doc["created_at"],
+        expires_at=doc["expires_at"])
+
+
+def registration_to_document(registration: Registration) -> Document:
+    return {"_id": registration.id, "email": registration.email, "name": registration.name,
+            "password_hash": registration.password_hash,
+            "created_at": registration.created_at, "expires_at": registration.expires_at}
 
 
 class RegistrationRepository:
@@ -35,18 +44,19 @@ class RegistrationRepository:
         await self._fresh.create_index("email", name="email")
         await self._fresh.create_index("expires_at", name="expires_at")
 
-    async def insert(self, registration: Document) -> None:
-        await self._fresh.insert_one(registration)
+    async def insert(self, registration: Registration) -> None:
+        await self._fresh.insert_one(registration_to_document(registration))
 
-    async def live(self, registration_id: str, now: datetime) -> Document | None:
-        return await self._fresh.find_one({"_id": registration_id,
-                                           "expires_at": {"$gt": now}})
+    async def live(self, registration_id: str, now: datetime) -> Registration | None:
+        found = await self._fresh.find_one({"_id": registration_id,
+                                            "expires_at": {"$gt": now}})
+        return registration_from_document(found) if found is not None else None
 
-    async def newest_live(self, email: str, now: datetime) -> Document | None:
+    async def newest_live(self, email: str, now: datetime) -> Registration | None:
         """The most recent unexpired registration of an address (resend's target)."""
         found = await self._fresh.find({"email": email, "expires_at": {"$gt": now}}) \
             .sort("created_at", DESCENDING).limit(1).to_list()
-        return found[0] if found else None
+        return registration_from_document(found[0]) if found else None
 
     async def extend(self, registration_id: str, until: datetime) -> None:
         """Keep the registration at least ``until`` (the expiry of a link just minted)."""

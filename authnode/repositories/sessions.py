@@ -20,19 +20,47 @@ from typing import Any
 from pymongo import ReturnDocument
 
 from authnode.clients.mongo import Document, MongoHandles
+from authnode.repositories.records import Session, spent_prefix
 from authnode.repositories.spend_guards import SpendGuards
 
 COLLECTION = "sessions"
-SPENT_PREFIX_CHARS = 16
 # Remembered spent tokens per session: trimmed to the newest 256 when over 512, so a
 # session document stays under ~15 KiB however often it is refreshed.
 SPENT_KEPT_MAX = 512
 SPENT_KEPT_AFTER_TRIM = 256
 WITHOUT_SPENT = {"spent": 0}
+ACTIVE_LISTED_MAX = 500
 
 
-def spent_prefix(token_hash: str) -> str:
-    return token_hash[:SPENT_PREFIX_CHARS]
+def session_from_document(doc: Document) -> Session:
+    """``spent`` is None when the read left it out (:data:`WITHOUT_SPENT`)."""
+    spent = doc.get("spent")
+    return Session(
+        id=doc["_id"], user_id=doc["user_id"], refresh_hash=doc["refresh_hash"],
+        previous_hash=doc.get("previous_hash"), rotation_nonce=doc.get("rotation_nonce"),
+        rotated_at=doc.get("rotated_at"), spent=tuple(spent) if spent is not None else None,
+        created_at=doc["created_at"], last_used_at=doc.get("last_used_at"),
+        expires_at=doc["expires_at"], user_agent=doc.get("user_agent") or "",
+        ip=doc.get("ip") or "", revoked_at=doc.get("revoked_at"),
+        credentials_at=doc.get("credentials_at"))
+
+
+def session_to_document(session: Session) -> Document:
+    doc: Document = {
+        "_id": session.id, "user_id": session.user_id, "refresh_hash": session.refresh_hash,
+        "previous_hash": session.previous_hash, "rotation_nonce": session.rotation_nonce,
+        "rotated_at": session.rotated_at, "spent": list(session.spent or ()),
+        "created_at": session.created_at, "last_used_at": session.last_used_at,
+        "expires_at": session.expires_at, "user_agent": session.user_agent,
+        "ip": session.ip, "revoked_at": session.revoked_at,
+    }
+    if session.credentials_at is not None:
+        doc["credentials_at"] = session.credentials_at
+    return doc
+
+
+def _session_or_none(doc: Document | None) -> Session | None:
+    return session_from_document(doc) if doc is not None else None
 
 
 class SessionRepository:
@@ -45,12 +73,12 @@ class SessionRepository:
         await self._fresh.create_index("user_id", name="user_id")
         await self._fresh.create_index("expires_at", name="expires_at")
 
-    async def insert(self, session: Document) -> None:
-        await self._fresh.insert_one(session)
+    async def insert(self, session: Session) -> None:
+        await self._fresh.insert_one(session_to_document(session))
 
-    async def by_id(self, session_id: str, *, with_spent: bool = False) -> Document | None:
-        return await self._fresh.find_one(
-            {"_id": session_id}, projection=None if with_spent else WITHOUT_SPENT)
+    async def by_id(self, session_id: str, *, with_spent: bool = False) -> Session | None:
+        return _session_or_none(await self._fresh.find_one(
+            {"_id": session_id}, projection=None if with_spent else WITHOUT_SPENT))
 
     async def claim_rotation(self, session_id: str, current_hash: str,
                              now: datetime) -> str | None:
@@ -68,7 +96,7 @@ class SessionRepository:
         return str(live["user_id"])
 
     async def rotate(self, session_id: str, current_hash: str, *, new_hash: str, nonce: str,
-                     now: datetime) -> Document | None:
+                     now: datetime) -> Session | None:
         """Swap the refresh hash if ``current_hash`` is still the live one."""
         session: Document | None = await self._fresh.find_one_and_update(
             {"_id": session_id, "refresh_hash": current_hash, "revoked_at": None,
@@ -84,7 +112,7 @@ class SessionRepository:
             await self._fresh.update_one(
                 {"_id": session_id, "refresh_hash": new_hash},
                 {"$set": {"spent": spent[-SPENT_KEPT_AFTER_TRIM:]}})
-        return session
+        return _session_or_none(session)
 
     async def confirm_credentials(self, session_id: str, user_id: str,
                                   now: datetime) -> None:
@@ -99,13 +127,15 @@ class SessionRepository:
         await self._fresh.update_one({"_id": session_id}, {"$set": {"last_used_at": now}})
 
     async def revoke(self, session_id: str, now: datetime,
-                     *, user_id: str | None = None) -> Document | None:
-        """End one session; with ``user_id`` only if it belongs to that user."""
+                     *, user_id: str | None = None) -> bool:
+        """End one session; with ``user_id`` only if it belongs to that user. Whether
+        this call ended it."""
         query: dict[str, Any] = {"_id": session_id, "revoked_at": None}
         if user_id is not None:
             query["user_id"] = user_id
-        return await self._fresh.find_one_and_update(
+        ended = await self._fresh.find_one_and_update(
             query, {"$set": {"revoked_at": now}}, return_document=ReturnDocument.AFTER)
+        return ended is not None
 
     async def revoke_all(self, user_id: str, now: datetime,
                          *, except_session: str | None = None) -> int:
@@ -115,12 +145,12 @@ class SessionRepository:
         result = await self._fresh.update_many(query, {"$set": {"revoked_at": now}})
         return result.modified_count
 
-    async def active_for_user(self, user_id: str, now: datetime) -> list[Document]:
+    async def active_for_user(self, user_id: str, now: datetime) -> list[Session]:
         cursor = self._lagging.find(
             {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}},
             projection=WITHOUT_SPENT,
-        ).sort("created_at", -1).limit(500)
-        return await cursor.to_list()
+        ).sort("created_at", -1).limit(ACTIVE_LISTED_MAX)
+        return [session_from_document(doc) for doc in await cursor.to_list()]
 
     async def live_ids_for_user(self, user_id: str, now: datetime) -> list[str]:
         """Fresh (primary) list, for revocation: every live session must be found."""

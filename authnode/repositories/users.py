@@ -5,9 +5,10 @@ Read routing lives here, once: ``_fresh`` (the primary) serves the login, refres
 revocation paths and every write; ``_lagging`` (``secondaryPreferred``) serves reads that
 tolerate replica lag, such as showing a profile on a cache miss.
 
-A user's ``_id`` is random and permanent (:func:`new_user_id`): deleting an account and
-registering the address again gives a new id, so apps keyed by ``sub`` never hand the
-old person's data to the new one. Accounts made before ids were random keep theirs.
+A user's ``_id`` is random and permanent (:func:`authnode.repositories.records.new_user_id`):
+deleting an account and registering the address again gives a new id, so apps keyed by
+``sub`` never hand the old person's data to the new one. Accounts made before ids were
+random keep theirs.
 
 Finding an account by address goes through the ``user_emails`` collection: one document
 per account, whose ``_id`` is a keyed hash of the normalized address (the key is random
@@ -32,6 +33,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from authnode.clients.mongo import Document, MongoHandles
+from authnode.repositories.records import User
 
 COLLECTION = "users"
 LOOKUP_COLLECTION = "user_emails"
@@ -45,9 +47,31 @@ ABSENT_USER_ID = "-"
 DANGLING_LOOKUP_AFTER = timedelta(minutes=5)
 
 
-def new_user_id() -> str:
-    """A random, permanent user id: 128 bits as 32 hex digits (the shape of the old ids)."""
-    return secrets.token_hex(16)
+def user_from_document(doc: Document) -> User:
+    """Fields older accounts may lack read as the domain always took them."""
+    return User(
+        id=doc["_id"], email=doc["email"], name=doc.get("name"),
+        password_hash=doc["password_hash"], email_verified=bool(doc.get("email_verified")),
+        disabled=bool(doc.get("disabled")),
+        credential_version=doc.get("credential_version", 1),
+        created_at=doc.get("created_at"), updated_at=doc.get("updated_at"),
+        password_changed_at=doc.get("password_changed_at"))
+
+
+def user_to_document(user: User) -> Document:
+    doc: Document = {
+        "_id": user.id, "email": user.email, "name": user.name,
+        "password_hash": user.password_hash, "email_verified": user.email_verified,
+        "disabled": user.disabled, "credential_version": user.credential_version,
+        "created_at": user.created_at, "updated_at": user.updated_at,
+    }
+    if user.password_changed_at is not None:
+        doc["password_changed_at"] = user.password_changed_at
+    return doc
+
+
+def _user_or_none(doc: Document | None) -> User | None:
+    return user_from_document(doc) if doc is not None else None
 
 
 class UserRepository:
@@ -97,18 +121,18 @@ class UserRepository:
             created += 1
         return created
 
-    async def create(self, user: Document, now: datetime) -> bool:
+    async def create(self, user: User, now: datetime) -> bool:
         """Insert a new account; False when its address has one already.
 
         The lookup insert decides (atomic on any store); the user document follows. If
         that second write fails, the lookup is released again before the error goes up.
         """
-        if not await self._claim_address(user["email"], user["_id"], now):
+        if not await self._claim_address(user.email, user.id, now):
             return False
         try:
-            await self._fresh.insert_one(user)
+            await self._fresh.insert_one(user_to_document(user))
         except BaseException as error:
-            await self._release_address(user["email"], user["_id"])
+            await self._release_address(user.email, user.id)
             if isinstance(error, DuplicateKeyError):
                 return False  # an account without a lookup holds the address (email_unique)
             raise
@@ -136,7 +160,7 @@ class UserRepository:
     async def _release_address(self, email: str, user_id: str) -> None:
         await self._lookups.delete_one({"_id": self.lookup_id(email), "user_id": user_id})
 
-    async def by_email(self, email: str) -> Document | None:
+    async def by_email(self, email: str) -> User | None:
         """The account with this normalized address, or None, in two reads by ``_id``
         either way (an unknown address reads a user that does not exist)."""
         lookup = await self._lookups.find_one({"_id": self.lookup_id(email)})
@@ -144,20 +168,20 @@ class UserRepository:
             {"_id": lookup["user_id"] if lookup else ABSENT_USER_ID})
         if user is None or user.get("email") != email:
             return None
-        return user
+        return user_from_document(user)
 
-    async def by_id(self, user_id: str) -> Document | None:
-        return await self._fresh.find_one({"_id": user_id})
+    async def by_id(self, user_id: str) -> User | None:
+        return _user_or_none(await self._fresh.find_one({"_id": user_id}))
 
-    async def by_id_for_display(self, user_id: str) -> Document | None:
-        return await self._lagging.find_one({"_id": user_id})
+    async def by_id_for_display(self, user_id: str) -> User | None:
+        return _user_or_none(await self._lagging.find_one({"_id": user_id}))
 
-    async def _update(self, query: dict[str, Any], update: dict[str, Any]) -> Document | None:
-        return await self._fresh.find_one_and_update(
-            query, update, return_document=ReturnDocument.AFTER)
+    async def _update(self, query: dict[str, Any], update: dict[str, Any]) -> User | None:
+        return _user_or_none(await self._fresh.find_one_and_update(
+            query, update, return_document=ReturnDocument.AFTER))
 
     async def mark_verified(self, user_id: str, credential_version: int,
-                            now: datetime) -> Document | None:
+                            now: datetime) -> User | None:
         """Verify the address, unless the password changed since the link was issued."""
         return await self._update(
             {"_id": user_id, "credential_version": credential_version},
@@ -167,7 +191,7 @@ class UserRepository:
     async def set_password(self, user_id: str, password_hash: str, now: datetime,
                            *, expected_hash: str | None = None,
                            expected_version: int | None = None,
-                           verify_email: bool = False) -> Document | None:
+                           verify_email: bool = False) -> User | None:
         """Replace the password, only if it is still ``expected_hash`` and the credentials
         are still at ``expected_version`` (a reset link's), when given."""
         query: dict[str, Any] = {"_id": user_id}
@@ -187,12 +211,12 @@ class UserRepository:
                                      {"$set": {"password_hash": new_hash}})
 
     async def update_name(self, user_id: str, name: str | None,
-                          now: datetime) -> Document | None:
+                          now: datetime) -> User | None:
         return await self._update({"_id": user_id},
                                   {"$set": {"name": name, "updated_at": now}})
 
     async def set_disabled(self, user_id: str, disabled: bool,
-                           now: datetime) -> Document | None:
+                           now: datetime) -> User | None:
         return await self._update({"_id": user_id},
                                   {"$set": {"disabled": disabled, "updated_at": now}})
 

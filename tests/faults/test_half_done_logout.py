@@ -38,11 +38,12 @@ from quart.typing import TestClientProtocol as QuartClient
 
 from authnode import redis_keys
 from authnode.api.app import create_app
-from authnode.clients.mongo import Document, MongoHandles
+from authnode.clients.mongo import MongoHandles
 from authnode.clients.redis import RedisClient
 from authnode.errors import Unavailable
 from authnode.observability.metrics import Metrics
 from authnode.repositories.email_tokens import EmailTokenRepository
+from authnode.repositories.records import User
 from authnode.repositories.sessions import SessionRepository
 from authnode.repositories.users import UserRepository
 from authnode.revocations import Revocations
@@ -103,7 +104,7 @@ class FlakySessions(SessionRepository):
         self._faults = faults
 
     async def revoke(self, session_id: str, now: datetime,
-                     *, user_id: str | None = None) -> Document | None:
+                     *, user_id: str | None = None) -> bool:
         self._faults.write("sessions.revoke", "mongodb")
         return await super().revoke(session_id, now, user_id=user_id)
 
@@ -124,7 +125,7 @@ class FlakyUsers(UserRepository):
         self._faults = faults
 
     async def set_password(self, user_id: str, password_hash: str, now: datetime,
-                           **conditions: Any) -> Document | None:
+                           **conditions: Any) -> User | None:
         self._faults.write("users.set_password", "mongodb")
         return await super().set_password(user_id, password_hash, now, **conditions)
 

@@ -26,6 +26,7 @@ from authnode.cache import ProfileCache
 from authnode.clients.mongo import create_mongo
 from authnode.clients.redis import connect_redis
 from authnode.errors import Unavailable
+from authnode.repositories.records import User
 from authnode.repositories.users import UserRepository
 from authnode.settings import Settings, load_settings
 from authnode.tuning import HostResources
@@ -83,10 +84,10 @@ async def _instance(settings: Settings) -> AsyncIterator[Instance]:
 async def _new_user(users: UserRepository, name: str = "Ada") -> str:
     user_id = uuid.uuid4().hex
     now = datetime.now(UTC)
-    assert await users.create({
-        "_id": user_id, "email": f"{user_id}@example.com", "name": name,
-        "password_hash": "x", "email_verified": True, "disabled": False,
-        "credential_version": 1, "created_at": now, "updated_at": now}, now)
+    assert await users.create(User(
+        id=user_id, email=f"{user_id}@example.com", name=name, password_hash="x",
+        email_verified=True, disabled=False, credential_version=1, created_at=now,
+        updated_at=now), now)
     return user_id
 
 

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from authnode.clients.mongo import MongoHandles, create_mongo
+from authnode.repositories.records import Session, spent_prefix
 from authnode.repositories.sessions import (
     SPENT_KEPT_AFTER_TRIM,
     SPENT_KEPT_MAX,
     SessionRepository,
-    spent_prefix,
 )
 from authnode.repositories.spend_guards import COLLECTION as GUARDS
 from authnode.settings import load_settings
@@ -29,6 +29,13 @@ def _hash(n: int) -> str:
     return hashlib.sha256(f"token {n}".encode()).hexdigest()
 
 
+def _session(session_id: str, refresh_hash: str) -> Session:
+    return Session(
+        id=session_id, user_id="u1", refresh_hash=refresh_hash, previous_hash=None,
+        rotation_nonce=None, rotated_at=None, spent=(), created_at=NOW, last_used_at=NOW,
+        expires_at=NOW + timedelta(days=30), user_agent="", ip="127.0.0.1", revoked_at=None)
+
+
 @pytest.fixture
 async def sessions(mongo_uri: str) -> AsyncIterator[SessionRepository]:
     settings = load_settings({"MONGODB_URI": mongo_uri, "SECRET_KEY": SECRET_KEY},
@@ -37,11 +44,7 @@ async def sessions(mongo_uri: str) -> AsyncIterator[SessionRepository]:
     try:
         repository = SessionRepository(handles)
         await repository.ensure_indexes()
-        await repository.insert({
-            "_id": "s1", "user_id": "u1", "refresh_hash": _hash(0), "previous_hash": None,
-            "rotation_nonce": None, "rotated_at": None, "spent": [], "created_at": NOW,
-            "last_used_at": NOW, "expires_at": NOW + timedelta(days=30), "user_agent": "",
-            "ip": "127.0.0.1", "revoked_at": None})
+        await repository.insert(_session("s1", _hash(0)))
         yield repository
     finally:
         await handles.close()
@@ -69,12 +72,8 @@ async def test_only_the_live_hash_of_a_live_session_gets_a_guard(
     cause no write."""
     rotated = await sessions.rotate("s1", _hash(0), new_hash=_hash(1), nonce="n", now=NOW)
     assert rotated is not None
-    await sessions.insert({
-        "_id": "s2", "user_id": "u1", "refresh_hash": _hash(20), "previous_hash": None,
-        "rotation_nonce": None, "rotated_at": None, "spent": [], "created_at": NOW,
-        "last_used_at": NOW, "expires_at": NOW + timedelta(days=30), "user_agent": "",
-        "ip": "127.0.0.1", "revoked_at": None})
-    assert await sessions.revoke("s2", NOW) is not None
+    await sessions.insert(_session("s2", _hash(20)))
+    assert await sessions.revoke("s2", NOW)
     before = await _guard_count(sessions)
 
     refused = {
@@ -99,11 +98,11 @@ async def test_rotation_needs_the_live_hash_and_remembers_the_spent_one(
         sessions: SessionRepository) -> None:
     assert await sessions.rotate("s1", _hash(9), new_hash=_hash(1), nonce="n", now=NOW) is None
     rotated = await sessions.rotate("s1", _hash(0), new_hash=_hash(1), nonce="n", now=NOW)
-    assert rotated is not None and rotated["refresh_hash"] == _hash(1)
-    assert rotated["previous_hash"] == _hash(0)
-    assert rotated["spent"] == [spent_prefix(_hash(0))]
+    assert rotated is not None and rotated.refresh_hash == _hash(1)
+    assert rotated.previous_hash == _hash(0)
+    assert rotated.spent == (spent_prefix(_hash(0)),)
     listed = await sessions.by_id("s1")
-    assert listed is not None and "spent" not in listed
+    assert listed is not None and listed.spent is None
 
 
 @pytest.mark.anyio
@@ -115,5 +114,5 @@ async def test_spent_tokens_are_trimmed_to_the_newest(sessions: SessionRepositor
     stored = await sessions.by_id("s1", with_spent=True)
     assert stored is not None
     last = SPENT_KEPT_MAX  # the hash rotated away last
-    assert stored["spent"] == [spent_prefix(_hash(n))
-                               for n in range(last - SPENT_KEPT_AFTER_TRIM + 1, last + 1)]
+    assert stored.spent == tuple(spent_prefix(_hash(n))
+                                 for n in range(last - SPENT_KEPT_AFTER_TRIM + 1, last + 1))

@@ -7,16 +7,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from authnode.clients.mongo import MongoHandles, create_mongo
+from authnode.repositories.records import User, new_user_id
 from authnode.repositories.users import (
     DANGLING_LOOKUP_AFTER,
     LOOKUP_COLLECTION,
     UserRepository,
-    new_user_id,
+    user_to_document,
 )
 from authnode.settings import load_settings
 from authnode.tuning import HostResources
@@ -28,10 +28,10 @@ KEY = b"k" * 32
 SECRET_KEY = "Vq3Zr8Lm1Tx6Ny0Pb5Hc9Ks2Wd7Jf4Ga8Re3Ui6Oh1Ye5Bn0Xs"  # a well-formed 256+ bit key
 
 
-def _user(email: str) -> dict[str, Any]:
-    return {"_id": new_user_id(), "email": email, "name": None, "password_hash": "h",
-            "email_verified": True, "disabled": False, "credential_version": 1,
-            "created_at": NOW, "updated_at": NOW}
+def _user(email: str) -> User:
+    return User(id=new_user_id(), email=email, name=None, password_hash="h",
+                email_verified=True, disabled=False, credential_version=1,
+                created_at=NOW, updated_at=NOW)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ async def test_one_account_per_address_even_when_created_concurrently(
     assert sorted(created) == [False] * 11 + [True]
     winner = candidates[created.index(True)]
     found = await users.by_email("race@example.com")
-    assert found is not None and found["_id"] == winner["_id"]
+    assert found is not None and found.id == winner.id
     assert await users.count() == 1
 
 
@@ -67,13 +67,13 @@ async def test_ids_are_random_and_deletion_frees_the_address(users: UserReposito
     first = _user("again@example.com")
     assert await users.create(first, NOW)
     assert await users.by_email("other@example.com") is None
-    assert await users.delete(first["_id"])
+    assert await users.delete(first.id)
     assert await users.by_email("again@example.com") is None
     second = _user("again@example.com")
     assert await users.create(second, NOW)
-    assert second["_id"] != first["_id"] and len(second["_id"]) == 32
+    assert second.id != first.id and len(second.id) == 32
     found = await users.by_email("again@example.com")
-    assert found is not None and found["_id"] == second["_id"]
+    assert found is not None and found.id == second.id
 
 
 async def test_a_dangling_lookup_is_released_only_once_it_is_old(
@@ -91,7 +91,7 @@ async def test_a_dangling_lookup_is_released_only_once_it_is_old(
     user = _user(email)
     assert await users.create(user, later)
     found = await users.by_email(email)
-    assert found is not None and found["_id"] == user["_id"]
+    assert found is not None and found.id == user.id
     # A live account's lookup is never released, however old.
     assert not await users.create(_user(email), later + timedelta(days=365))
 
@@ -99,9 +99,10 @@ async def test_a_dangling_lookup_is_released_only_once_it_is_old(
 async def test_backfill_gives_old_accounts_a_lookup_with_their_own_id(
         users: UserRepository, mongo: MongoHandles) -> None:
     old_id = users.lookup_id("old@example.com")  # how ids were made before
-    await mongo.primary["users"].insert_one({**_user("old@example.com"), "_id": old_id})
+    await mongo.primary["users"].insert_one(
+        {**user_to_document(_user("old@example.com")), "_id": old_id})
     assert await users.by_email("old@example.com") is None
     assert await users.backfill_lookups(NOW) == 1
     assert await users.backfill_lookups(NOW) == 0
     found = await users.by_email("old@example.com")
-    assert found is not None and found["_id"] == old_id
+    assert found is not None and found.id == old_id
