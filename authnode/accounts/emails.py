@@ -97,20 +97,20 @@ async def _plan_registration(mailer: Mailer, registration_id: str,
         return "no_registration"  # expired, or another link of the address won
     user = await mailer.users.by_email(registration.email)
     if user is None:
-        return _Plan("verify_email", registration.email, registration=registration)
+        return _Plan(EmailKind.VERIFY_EMAIL, registration.email, registration=registration)
     await mailer.registrations.delete(registration_id)
-    return _Plan("already_registered", user.email, name=_name_for(user))
+    return _Plan(EmailKind.ALREADY_REGISTERED, user.email, name=_name_for(user))
 
 
 async def _plan_account(mailer: Mailer, kind: EmailKind, email: str, user_id: str | None,
                         now: datetime) -> _Plan | str:
     user = await mailer.users.by_id(user_id) if user_id else await mailer.users.by_email(email)
-    if user is None and kind == "verify_email" and not user_id:
+    if user is None and kind is EmailKind.VERIFY_EMAIL and not user_id:
         # Resend for an address without an account: a new link for its newest
         # registration (earlier links of that and other registrations still work).
         registration = await mailer.registrations.newest_live(email, now)
         if registration is not None:
-            return _Plan("verify_email", registration.email, registration=registration)
+            return _Plan(EmailKind.VERIFY_EMAIL, registration.email, registration=registration)
     reason = _why_not(kind, user)
     if reason is not None:
         return reason
@@ -125,9 +125,9 @@ def _name_for(user: User) -> str | None:
 def _why_not(kind: EmailKind, user: User | None) -> str | None:
     if user is None:
         return "no_account"
-    if kind == "verify_email" and user.email_verified:
+    if kind is EmailKind.VERIFY_EMAIL and user.email_verified:
         return "already_verified"
-    if kind in ("verify_email", "password_reset") and user.disabled:
+    if kind.has_token and user.disabled:
         return "disabled"
     return None
 
@@ -135,10 +135,9 @@ def _why_not(kind: EmailKind, user: User | None) -> str | None:
 async def _mint_link_token(mailer: Mailer, plan: _Plan, now: datetime
                            ) -> tuple[str | None, int | None, datetime | None]:
     """The link's token, its lifetime, and (verification) when the account was asked for."""
-    if plan.kind not in ("verify_email", "password_reset"):
+    if not plan.kind.has_token:
         return None, None, None
-    valid_for_s = (mailer.settings.verify_email_token_ttl_s if plan.kind == "verify_email"
-                   else mailer.settings.email_token_ttl_s)
+    valid_for_s = plan.kind.link_ttl_s(mailer.settings)
     token = secrets.token_urlsafe(32)
     token_hash = hashlib.sha256(token.encode()).hexdigest()
     expires_at = now + timedelta(seconds=valid_for_s)
@@ -154,4 +153,4 @@ async def _mint_link_token(mailer: Mailer, plan: _Plan, now: datetime
                             credential_version=plan.user.credential_version)
         requested_at = plan.user.created_at or now
     await mailer.email_tokens.insert(record)
-    return token, valid_for_s, requested_at if plan.kind == "verify_email" else None
+    return token, valid_for_s, requested_at if plan.kind is EmailKind.VERIFY_EMAIL else None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Protocol
 
-EmailKind = Literal["verify_email", "already_registered", "password_reset", "password_changed"]
-EMAIL_KINDS: tuple[EmailKind, ...] = (
-    "verify_email", "already_registered", "password_reset", "password_changed")
+from authnode.mail.messages import EmailKind
+
+__all__ = ["EmailKind", "EmailOutbox"]
 
 
 class EmailOutbox(Protocol):

@@ -7,6 +7,7 @@ import logging
 from authnode.accounts.authentication import check_password, end_all_sessions
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import Principal, lookup_email, utc
+from authnode.accounts.outbox import EmailKind
 from authnode.accounts.registration import email_token_hash
 from authnode.errors import InvalidCredentials, InvalidEmailToken, InvalidToken, Unavailable
 from authnode.repositories.records import User
@@ -16,13 +17,14 @@ log = logging.getLogger(__name__)
 
 async def forgot_password(accounts: Accounts, *, email: str, ip: str) -> None:
     await accounts.limiter.check("forgot_ip", ip, accounts.settings.forgot_ip_limit)
-    await accounts.outbox.request("password_reset", email=lookup_email(email))
+    await accounts.outbox.request(EmailKind.PASSWORD_RESET, email=lookup_email(email))
 
 
 async def reset_password(accounts: Accounts, *, token: str, password: str) -> None:
     token_hash = email_token_hash(token)
     # Check the password before spending the link, so a weak choice does not burn it.
-    if not await accounts.email_tokens.is_usable(token_hash, "password_reset", accounts.now()):
+    if not await accounts.email_tokens.is_usable(token_hash, EmailKind.PASSWORD_RESET,
+                                                 accounts.now()):
         raise InvalidEmailToken()
     user = await _token_user(accounts, token_hash)
     accounts.policy.check(password, email=user.email)
@@ -31,7 +33,8 @@ async def reset_password(accounts: Accounts, *, token: str, password: str) -> No
     # works any more, and their refreshes are refused once the password has changed.
     cutoff = accounts.clock()
     await accounts.revocations.revoke_user(user.id, cutoff)
-    spent = await accounts.email_tokens.consume(token_hash, "password_reset", accounts.now())
+    spent = await accounts.email_tokens.consume(token_hash, EmailKind.PASSWORD_RESET,
+                                                accounts.now())
     if spent is None:
         await _lift_cutoff(accounts, user.id, cutoff)  # nothing changed after all
         raise InvalidEmailToken()
@@ -46,7 +49,7 @@ async def reset_password(accounts: Accounts, *, token: str, password: str) -> No
         raise InvalidEmailToken()
     await end_all_sessions(accounts, user.id)
     await _lift_cutoff(accounts, user.id, cutoff)
-    await accounts.outbox.request("password_changed", email=user.email, user_id=user.id)
+    await accounts.outbox.request(EmailKind.PASSWORD_CHANGED, email=user.email, user_id=user.id)
 
 
 async def _lift_cutoff(accounts: Accounts, user_id: str, cutoff: float) -> None:
@@ -93,4 +96,4 @@ async def change_password(accounts: Accounts, principal: Principal, *, current_p
         raise InvalidCredentials("The password changed meanwhile; try again.")
     await end_all_sessions(accounts, user.id, except_session=principal.session_id)
     await _lift_cutoff(accounts, user.id, cutoff)
-    await accounts.outbox.request("password_changed", email=user.email, user_id=user.id)
+    await accounts.outbox.request(EmailKind.PASSWORD_CHANGED, email=user.email, user_id=user.id)

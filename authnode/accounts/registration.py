@@ -23,6 +23,7 @@ from typing import Any
 
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import clean_name, lookup_email, normalize_email, public_user
+from authnode.accounts.outbox import EmailKind
 from authnode.errors import InvalidEmailToken
 from authnode.repositories.records import Registration, User, new_registration_id, new_user_id
 
@@ -41,10 +42,10 @@ async def register(accounts: Accounts, *, email: str, password: str, name: str |
     await accounts.registrations.insert(Registration(
         id=registration_id, email=address, name=display_name, password_hash=password_hash,
         created_at=now,
-        expires_at=now + timedelta(seconds=accounts.settings.verify_email_token_ttl_s),
+        expires_at=now + timedelta(seconds=EmailKind.VERIFY_EMAIL.link_ttl_s(accounts.settings)),
     ))
     try:
-        await accounts.outbox.request("verify_email", email=address,
+        await accounts.outbox.request(EmailKind.VERIFY_EMAIL, email=address,
                                       registration_id=registration_id)
     except BaseException:
         # The email could not be queued: undo, so that "202" always means "sent".
@@ -54,7 +55,7 @@ async def register(accounts: Accounts, *, email: str, password: str, name: str |
 
 async def resend_verification(accounts: Accounts, *, email: str, ip: str) -> None:
     await accounts.limiter.check("resend_ip", ip, accounts.settings.resend_ip_limit)
-    await accounts.outbox.request("verify_email", email=lookup_email(email))
+    await accounts.outbox.request(EmailKind.VERIFY_EMAIL, email=lookup_email(email))
 
 
 def email_token_hash(token: str) -> str:
@@ -70,13 +71,14 @@ async def link_is_usable(accounts: Accounts, *, token: str) -> bool:
         token_hash = email_token_hash(token)
     except InvalidEmailToken:
         return False
-    return await accounts.email_tokens.is_usable(token_hash, "verify_email", accounts.now())
+    return await accounts.email_tokens.is_usable(token_hash, EmailKind.VERIFY_EMAIL, accounts.now())
 
 
 async def verify_email(accounts: Accounts, *, token: str) -> dict[str, Any]:
     """Confirm an address with a link's token; returns the account (USER)."""
     now = accounts.now()
-    spent = await accounts.email_tokens.consume(email_token_hash(token), "verify_email", now)
+    spent = await accounts.email_tokens.consume(email_token_hash(token), EmailKind.VERIFY_EMAIL,
+                                                now)
     if spent is None:
         raise InvalidEmailToken()
     if spent.registration_id:

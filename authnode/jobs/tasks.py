@@ -16,6 +16,7 @@ from procrastinate import JobContext
 
 from authnode.accounts.emails import Mailer, deliver
 from authnode.accounts.models import utc
+from authnode.accounts.outbox import EmailKind
 from authnode.jobs.app import EMAIL_QUEUE, MAINTENANCE_QUEUE, SEND_EMAIL_TASK
 from authnode.jobs.worker_context import WorkerContext
 from authnode.settings import Settings
@@ -49,7 +50,8 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
         # (RetryStrategy: while job.attempts < max_attempts).
         outcome = "retried" if job.attempts < retries else "failed"
         try:
-            outcome = await deliver(worker.mailer, kind=kind, email=email, user_id=user_id,
+            outcome = await deliver(worker.mailer, kind=EmailKind(kind), email=email,
+                                    user_id=user_id,
                                     registration_id=registration_id,
                                     idempotency_key=f"job:{job.id}",
                                     first_attempt=job.attempts == 0)

@@ -1,12 +1,10 @@
 """Email: rendering (:mod:`.messages`) and delivery (:mod:`.senders`)."""
 
 from authnode.mail.messages import (
-    DEFAULT_VALID_FOR_S,
     KIND_HEADER,
-    MailKind,
+    EmailKind,
     message_id,
     render,
-    token_ttl_s,
 )
 from authnode.mail.senders import (
     MailDeliveryError,
@@ -20,10 +18,9 @@ from authnode.mail.senders import (
 )
 
 __all__ = [
-    "DEFAULT_VALID_FOR_S",
     "KIND_HEADER",
+    "EmailKind",
     "MailDeliveryError",
-    "MailKind",
     "MailSender",
     "OnAccepted",
     "SmtpSender",
@@ -33,5 +30,4 @@ __all__ = [
     "recipient_hash",
     "render",
     "sender_from_url",
-    "token_ttl_s",
 ]

@@ -32,12 +32,10 @@ if TYPE_CHECKING:
     from authnode.settings import Settings
 
 __all__ = [
-    "DEFAULT_VALID_FOR_S",
     "KIND_HEADER",
-    "MailKind",
+    "EmailKind",
     "message_id",
     "render",
-    "token_ttl_s",
 ]
 
 # Custom header naming the kind, so a sender can log it without parsing the body.
@@ -47,7 +45,9 @@ NAME_MAX_CHARS = 64
 _TEXT_WIDTH = 72
 
 
-class MailKind(StrEnum):
+class EmailKind(StrEnum):
+    """Every email authnode sends; the value names it in jobs, logs and headers."""
+
     VERIFY_EMAIL = "verify_email"
     PASSWORD_RESET = "password_reset"  # noqa: S105 (a kind name, not a password)
     ALREADY_REGISTERED = "already_registered"
@@ -55,30 +55,22 @@ class MailKind(StrEnum):
 
     @property
     def has_token(self) -> bool:
-        return self in (MailKind.VERIFY_EMAIL, MailKind.PASSWORD_RESET)
+        """Whether the email carries a link with a single-use token."""
+        return self in (EmailKind.VERIFY_EMAIL, EmailKind.PASSWORD_RESET)
+
+    def link_ttl_s(self, settings: Settings) -> int:
+        """How long this kind's link works: the one place each lifetime is read."""
+        if self is EmailKind.VERIFY_EMAIL:
+            return settings.verify_email_token_ttl_s
+        if self is EmailKind.PASSWORD_RESET:
+            return settings.email_token_ttl_s
+        raise ValueError(f"a {self.value} email carries no link")
 
 
-# Used when ``valid_for_s`` is None; they match the settings' defaults
-# (VERIFY_EMAIL_TOKEN_TTL=24h, EMAIL_TOKEN_TTL=1h). Prefer passing the configured value.
-DEFAULT_VALID_FOR_S: dict[MailKind, int] = {
-    MailKind.VERIFY_EMAIL: 24 * 3600,
-    MailKind.PASSWORD_RESET: 3600,
+_LINK_PATHS: dict[EmailKind, str] = {
+    EmailKind.VERIFY_EMAIL: "/verify-email",
+    EmailKind.PASSWORD_RESET: "/reset-password",
 }
-
-_LINK_PATHS: dict[MailKind, str] = {
-    MailKind.VERIFY_EMAIL: "/verify-email",
-    MailKind.PASSWORD_RESET: "/reset-password",
-}
-
-
-def token_ttl_s(kind: MailKind | str, settings: Settings) -> int | None:
-    """The configured lifetime of the link in a ``kind`` email; None for the notices."""
-    kind = MailKind(kind)
-    if kind is MailKind.VERIFY_EMAIL:
-        return settings.verify_email_token_ttl_s
-    if kind is MailKind.PASSWORD_RESET:
-        return settings.email_token_ttl_s
-    return None
 
 
 def message_id(key: str) -> str:
@@ -95,8 +87,8 @@ class _Content:
     after: tuple[str, ...] = ()  # paragraphs after the link
 
 
-def _content(kind: MailKind, valid_for: str, requested_at: str) -> _Content:
-    if kind is MailKind.VERIFY_EMAIL:
+def _content(kind: EmailKind, valid_for: str, requested_at: str) -> _Content:
+    if kind is EmailKind.VERIFY_EMAIL:
         return _Content(
             subject="Verify your email address",
             before=(f"An account with this email address was requested on {requested_at}.",
@@ -107,7 +99,7 @@ def _content(kind: MailKind, valid_for: str, requested_at: str) -> _Content:
                    "If it was not you, ignore this email: no account is created unless "
                    "the address is confirmed."),
         )
-    if kind is MailKind.PASSWORD_RESET:
+    if kind is EmailKind.PASSWORD_RESET:
         return _Content(
             subject="Reset your password",
             before=("We received a request to reset the password of your account. To "
@@ -117,7 +109,7 @@ def _content(kind: MailKind, valid_for: str, requested_at: str) -> _Content:
                    "If you did not ask for this, you can ignore this email: your password "
                    "has not been changed."),
         )
-    if kind is MailKind.ALREADY_REGISTERED:
+    if kind is EmailKind.ALREADY_REGISTERED:
         return _Content(
             subject="You already have an account",
             before=("Someone, probably you, tried to create a new account with this "
@@ -137,7 +129,7 @@ def _content(kind: MailKind, valid_for: str, requested_at: str) -> _Content:
 
 
 def render(
-    kind: MailKind | str,
+    kind: EmailKind | str,
     *,
     to: str,
     mail_from: str,
@@ -151,14 +143,14 @@ def render(
     """Build the ``kind`` email to ``to``.
 
     ``token`` is required for ``verify_email`` and ``password_reset`` and refused for the
-    two notices. ``valid_for_s`` is the link's lifetime as stated in the text (default:
-    :data:`DEFAULT_VALID_FOR_S`). ``requested_at`` (``verify_email`` only, required there)
+    two notices. ``valid_for_s`` (required with a token) is the link's lifetime as stated in the
+    text, :meth:`EmailKind.link_ttl_s`. ``requested_at`` (``verify_email`` only, required there)
     is when the account was asked for, stated in UTC. ``name`` is refused for
     ``verify_email``. Raises ``ValueError`` for an unknown kind, an address that is not a
     single bare address (CR/LF, spaces, commas, angle brackets...), or a missing or
     unexpected token, name or time; such a message can never be sent, so do not retry it.
     """
-    kind = MailKind(kind)
+    kind = EmailKind(kind)
     to_address = _recipient(to)
     _check_header_value("mail_from", mail_from)
     origin = _origin(public_url)
@@ -169,13 +161,14 @@ def render(
         if not token:
             raise ValueError(f"a {kind.value} email needs a token")
         link = f"{origin}{_LINK_PATHS[kind]}?token={quote(token, safe='')}"
-        seconds = DEFAULT_VALID_FOR_S[kind] if valid_for_s is None else valid_for_s
-        valid_for = _duration(seconds)
+        if valid_for_s is None:
+            raise ValueError(f"a {kind.value} email needs valid_for_s")
+        valid_for = _duration(valid_for_s)
     elif token is not None:
         raise ValueError(f"a {kind.value} email carries no token")
 
     when = ""
-    if kind is MailKind.VERIFY_EMAIL:
+    if kind is EmailKind.VERIFY_EMAIL:
         if requested_at is None:
             raise ValueError("a verify_email email needs requested_at")
         if name is not None:

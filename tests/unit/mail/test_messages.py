@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authnode.mail import DEFAULT_VALID_FOR_S, MailKind, message_id, render, token_ttl_s
+from authnode.mail import EmailKind, message_id, render
+from authnode.settings import load_settings
+from authnode.tuning import HostResources
 
 TOKEN = "tok_ABCdef-123_xyz+/="  # characters that must be quoted
 QUOTED = "tok_ABCdef-123_xyz%2B%2F%3D"
@@ -29,8 +31,9 @@ REQUESTED_AT = datetime(2026, 12, 3, 20, 5, 41, tzinfo=UTC)
 
 
 def make(kind: str, **overrides: Any) -> EmailMessage:
-    args: dict[str, Any] = {**BASE, "token": TOKEN if kind in ("verify_email",
-                                                                "password_reset") else None}
+    has_link = EmailKind(kind).has_token
+    args: dict[str, Any] = {**BASE, "token": TOKEN if has_link else None,
+                            "valid_for_s": 3600 if has_link else None}
     if kind == "verify_email":
         args["requested_at"] = REQUESTED_AT
     args.update(overrides)
@@ -100,8 +103,8 @@ def test_html_link_is_attribute_escaped() -> None:
 @pytest.mark.parametrize(
     ("kind", "valid_for_s", "expected"),
     [
-        ("verify_email", None, "24 hours"),
-        ("password_reset", None, "1 hour"),
+        ("verify_email", 86400, "24 hours"),
+        ("password_reset", 3600, "1 hour"),
         ("password_reset", 900, "15 minutes"),
         ("verify_email", 7 * 86400, "7 days"),
         ("verify_email", 90, "90 seconds"),
@@ -113,20 +116,18 @@ def test_validity_is_stated(kind: str, valid_for_s: int | None, expected: str) -
     assert f"valid for {expected}" in html_of(message)
 
 
-def test_default_validity_matches_the_brief() -> None:
-    assert DEFAULT_VALID_FOR_S[MailKind.VERIFY_EMAIL] == 86400
-    assert DEFAULT_VALID_FOR_S[MailKind.PASSWORD_RESET] == 3600
+def test_a_link_email_states_its_lifetime_or_is_refused() -> None:
+    with pytest.raises(ValueError, match="valid_for_s"):
+        make("password_reset", valid_for_s=None)
 
 
-def test_token_ttl_from_settings() -> None:
-    class FakeSettings:
-        verify_email_token_ttl_s = 1234
-        email_token_ttl_s = 567
-
-    fake: Any = FakeSettings()
-    assert token_ttl_s("verify_email", fake) == 1234
-    assert token_ttl_s(MailKind.PASSWORD_RESET, fake) == 567
-    assert token_ttl_s("password_changed", fake) is None
+def test_link_lifetimes_come_from_the_settings() -> None:
+    settings = load_settings({"VERIFY_EMAIL_TOKEN_TTL": "1234", "EMAIL_TOKEN_TTL": "567"},
+                             host=HostResources(cpus=2, memory_bytes=8 << 30))
+    assert EmailKind.VERIFY_EMAIL.link_ttl_s(settings) == 1234
+    assert EmailKind.PASSWORD_RESET.link_ttl_s(settings) == 567
+    with pytest.raises(ValueError):
+        EmailKind.PASSWORD_CHANGED.link_ttl_s(settings)
 
 
 # --------------------------------------------------------------------------- notices
@@ -164,7 +165,7 @@ def test_token_kinds_need_a_token(kind: str, token: str | None) -> None:
 
 
 def test_kind_accepts_enum_and_string_and_refuses_unknown() -> None:
-    assert make(MailKind.VERIFY_EMAIL)["X-Authnode-Kind"] == "verify_email"
+    assert make(EmailKind.VERIFY_EMAIL)["X-Authnode-Kind"] == "verify_email"
     with pytest.raises(ValueError):
         make("welcome")
 
@@ -286,7 +287,7 @@ def test_public_url_must_be_plain_http(url: str) -> None:
 # --------------------------------------------------------------------------- html
 
 
-@pytest.mark.parametrize("kind", [k.value for k in MailKind])
+@pytest.mark.parametrize("kind", [k.value for k in EmailKind])
 def test_html_is_small_accessible_and_self_contained(kind: str) -> None:
     html = html_of(make(kind))
     assert html.startswith("<!DOCTYPE html>")
