@@ -88,15 +88,6 @@ class IssuedTokens:
     refresh_token: str
     user: User
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "access_token": self.access_token,
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-            "refresh_token": self.refresh_token,
-            "user": public_user(self.user),
-        }
-
 
 @dataclass(frozen=True)
 class Principal:

@@ -78,7 +78,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
             issued = await authentication.login(accounts, email=data.email,
                                                 password=data.password, ip=ip(),
                                                 user_agent=user_agent(request))
-        return issued.as_json()
+        return schemas.Tokens.body(issued)
 
     @bp.post("/refresh")
     @public
@@ -93,7 +93,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         that failed halfway. Limited per client address (``REFRESH_IP_LIMIT``)."""
         issued = await authentication.refresh(accounts, refresh_token=data.refresh_token,
                                               ip=ip())
-        return issued.as_json()
+        return schemas.Tokens.body(issued)
 
     @bp.post("/logout")
     @requires(USER)

@@ -7,7 +7,11 @@ unbounded reaches the hasher or MongoDB.
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from authnode.accounts.models import IssuedTokens, public_user
 
 
 class _Request(BaseModel):
@@ -64,11 +68,19 @@ class User(BaseModel):
 
 
 class Tokens(BaseModel):
+    """What login, refresh (and every other way in) answer: the one description of it."""
+
     access_token: str
-    token_type: str
+    token_type: Literal["Bearer"]
     expires_in: int
     refresh_token: str
     user: User
+
+    @classmethod
+    def body(cls, issued: IssuedTokens) -> dict[str, Any]:
+        return cls(access_token=issued.access_token, token_type="Bearer",  # noqa: S106
+                   expires_in=issued.expires_in, refresh_token=issued.refresh_token,
+                   user=User(**public_user(issued.user))).model_dump()
 
 
 class VerifiedUser(BaseModel):
