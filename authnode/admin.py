@@ -1,4 +1,8 @@
-"""Operator commands' logic (the CLI only parses and prints)."""
+"""Operator commands' logic (the CLI only parses and prints).
+
+Commands that act on accounts or keys take an opened :class:`~authnode.stack.Stack`, and
+the job commands the opened job app, as the service holds them: the CLI opens them for one
+command, and an admin API calls the same functions with its own."""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 from authnode.settings import Settings
 
 if TYPE_CHECKING:
+    import procrastinate
+
     from authnode.repositories.records import User
+    from authnode.stack import Stack
 
 
 async def migrate(settings: Settings) -> list[str]:
@@ -82,23 +89,21 @@ def describe_user(user: User, live_sessions: int) -> dict[str, Any]:
             "live_sessions": live_sessions}
 
 
-async def user_action(settings: Settings, email: str, action: str) -> dict[str, Any]:
+async def user_action(stack: Stack, email: str, action: str) -> dict[str, Any]:
     """show / disable / enable / delete one account, found by email."""
     from authnode.accounts import moderation
-    from authnode.stack import open_stack
 
-    async with open_stack(settings, load_keys=False) as stack:
-        accounts = stack.accounts
-        user = await moderation.find_by_email(accounts, email)
-        if action == "disable":
-            user = await moderation.set_disabled(accounts, user.id, True)
-        elif action == "enable":
-            user = await moderation.set_disabled(accounts, user.id, False)
-        elif action == "delete":
-            await moderation.remove_account(accounts, user.id)
-            return {**describe_user(user, 0), "deleted": True}
-        live = await accounts.sessions.live_ids_for_user(user.id, accounts.now())
-        return describe_user(user, len(live))
+    accounts = stack.accounts
+    user = await moderation.find_by_email(accounts, email)
+    if action == "disable":
+        user = await moderation.set_disabled(accounts, user.id, True)
+    elif action == "enable":
+        user = await moderation.set_disabled(accounts, user.id, False)
+    elif action == "delete":
+        await moderation.remove_account(accounts, user.id)
+        return {**describe_user(user, 0), "deleted": True}
+    live = await accounts.sessions.live_ids_for_user(user.id, accounts.now())
+    return describe_user(user, len(live))
 
 
 # --------------------------------------------------------------------------- jobs
@@ -110,73 +115,57 @@ def describe_job(job: Any) -> dict[str, Any]:
             "scheduled_at": job.scheduled_at.isoformat() if job.scheduled_at else None}
 
 
-async def list_jobs(settings: Settings, status: str | None) -> list[dict[str, Any]]:
-    from authnode.jobs.app import create_job_app
-
-    jobs = create_job_app(settings)
-    async with jobs.open_async():
-        found = await jobs.job_manager.list_jobs_async(status=status)
-        return [describe_job(job) for job in found]
+async def list_jobs(jobs: procrastinate.App, status: str | None) -> list[dict[str, Any]]:
+    found = await jobs.job_manager.list_jobs_async(status=status)
+    return [describe_job(job) for job in found]
 
 
-async def retry_jobs(settings: Settings, job_ids: list[int],
+async def retry_jobs(jobs: procrastinate.App, job_ids: list[int],
                      progress: Callable[[int], None]) -> list[dict[str, Any]]:
     """Queue a failed job again, as a new job with the same task and arguments (a failed
     job's row is final in procrastinate; the new job gets a new idempotency key, which is
     right: the failed one never sent its email)."""
-    from authnode.jobs.app import create_job_app
-
-    jobs = create_job_app(settings)
     results = []
-    async with jobs.open_async():
-        for job_id in job_ids:
-            found = list(await jobs.job_manager.list_jobs_async(id=job_id))
-            if not found:
-                results.append({"id": job_id, "outcome": "not found"})
-            elif found[0].status != "failed":
-                results.append({"id": job_id, "outcome": f"not failed ({found[0].status})"})
-            else:
-                job = found[0]
-                new_id = await jobs.configure_task(job.task_name, queue=job.queue).defer_async(
-                    **job.task_kwargs)
-                results.append({"id": job_id, "outcome": "requeued", "new_id": new_id})
-            progress(1)
+    for job_id in job_ids:
+        found = list(await jobs.job_manager.list_jobs_async(id=job_id))
+        if not found:
+            results.append({"id": job_id, "outcome": "not found"})
+        elif found[0].status != "failed":
+            results.append({"id": job_id, "outcome": f"not failed ({found[0].status})"})
+        else:
+            job = found[0]
+            new_id = await jobs.configure_task(job.task_name, queue=job.queue).defer_async(
+                **job.task_kwargs)
+            results.append({"id": job_id, "outcome": "requeued", "new_id": new_id})
+        progress(1)
     return results
 
 
-async def failed_job_ids(settings: Settings) -> list[int]:
-    return [job["id"] for job in await list_jobs(settings, "failed")]
+async def failed_job_ids(jobs: procrastinate.App) -> list[int]:
+    return [job["id"] for job in await list_jobs(jobs, "failed")]
 
 
 # --------------------------------------------------------------------------- keys
 
 
-async def rotate_key(settings: Settings) -> dict[str, Any]:
-    from authnode.stack import open_stack
-
-    async with open_stack(settings) as stack:
-        key = await stack.keyring.rotate()
-        return {"kid": key.kid, "created_at": key.created_at.isoformat(),
-                "published": [jwk["kid"] for jwk in stack.keyring.jwks()["keys"]]}
+async def rotate_key(stack: Stack) -> dict[str, Any]:
+    key = await stack.keyring.rotate()
+    return {"kid": key.kid, "created_at": key.created_at.isoformat(),
+            "published": [jwk["kid"] for jwk in stack.keyring.jwks()["keys"]]}
 
 
-async def retire_key(settings: Settings, kid: str) -> dict[str, Any]:
+async def retire_key(stack: Stack, kid: str) -> dict[str, Any]:
     """Stop trusting ``kid`` on every instance (within the key ring's refresh interval)."""
-    from authnode.stack import open_stack
     from authnode.tokens.keyring import KEY_REFRESH_S
 
-    async with open_stack(settings) as stack:
-        current = await stack.keyring.retire(kid)
-        return {"retired": kid, "kid": current.kid,
-                "published": [jwk["kid"] for jwk in stack.keyring.jwks()["keys"]],
-                "everywhere_within_s": KEY_REFRESH_S}
+    current = await stack.keyring.retire(kid)
+    return {"retired": kid, "kid": current.kid,
+            "published": [jwk["kid"] for jwk in stack.keyring.jwks()["keys"]],
+            "everywhere_within_s": KEY_REFRESH_S}
 
 
-async def list_keys(settings: Settings) -> list[dict[str, Any]]:
-    from authnode.stack import open_stack
-
-    async with open_stack(settings, load_keys=False) as stack:
-        rows = await stack.keyring.describe()
+async def list_keys(stack: Stack) -> list[dict[str, Any]]:
+    rows = await stack.keyring.describe()
     return [{name: value.isoformat() if hasattr(value, "isoformat") else value
              for name, value in row.items()} for row in rows]
 

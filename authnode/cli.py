@@ -194,20 +194,27 @@ def _emit(data: object, as_json: bool, human: str) -> None:
         click.echo(human)
 
 
-def _run_admin(ctx: click.Context, function: Any, *args: Any) -> Any:
-    """Run one admin coroutine; a domain error (no such user…) is one line and exit 1."""
+def _run_admin(ctx: click.Context, function: Any, *args: Any, load_keys: bool = True) -> Any:
+    """Open the stack, run one admin coroutine with it; a domain error (no such user…) is
+    one line and exit 1."""
     import anyio
 
     from authnode.errors import AuthnodeError
     from authnode.settings import require_secret_key
+    from authnode.stack import open_stack
 
     settings = build_settings(ctx)
     try:
         require_secret_key(settings)
     except SettingsError as error:
         fail_setting(error)
+
+    async def run() -> Any:
+        async with open_stack(settings, load_keys=load_keys) as stack:
+            return await function(stack, *args)
+
     try:
-        return anyio.run(function, settings, *args)
+        return anyio.run(run)
     except AuthnodeError as error:
         click.echo(f"authnode: {error.message}", err=True)
         sys.exit(1)
@@ -227,6 +234,21 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
     return found
 
 
+def _with_jobs(settings: Settings, function: Any, *args: Any) -> Any:
+    """Open the job app (PostgreSQL only: the job commands need no other server), run one
+    admin coroutine with it."""
+    import anyio
+
+    from authnode.jobs.app import create_job_app
+
+    async def run() -> Any:
+        jobs = create_job_app(settings)
+        async with jobs.open_async():
+            return await function(jobs, *args)
+
+    return anyio.run(run)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
@@ -243,7 +265,7 @@ def _user_command(action: str, summary: str) -> None:
     def command(ctx: click.Context, email: str, as_json: bool) -> None:
         from authnode.admin import user_action
 
-        user = _run_admin(ctx, user_action, email, action)
+        user = _run_admin(ctx, user_action, email, action, load_keys=False)
         if action == "delete":
             human = f"deleted {user['email']} ({user['id']}); its sessions ended"
         else:
@@ -272,11 +294,9 @@ def jobs() -> None:
 @click.pass_context
 def jobs_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """List jobs, newest last."""
-    import anyio
-
     from authnode.admin import list_jobs
 
-    found = anyio.run(list_jobs, build_settings(ctx), status)
+    found = _with_jobs(build_settings(ctx), list_jobs, status)
     human = "\n".join(f"{j['id']:>8}  {j['status']:<9}  attempts={j['attempts']}  "
                       f"{j['task']}  ({j['queue']})" for j in found) or "no jobs"
     _emit(found, as_json, human)
@@ -290,19 +310,17 @@ def jobs_list(ctx: click.Context, status: str | None, as_json: bool) -> None:
 def jobs_retry(ctx: click.Context, job_ids: tuple[int, ...], all_failed: bool,
                as_json: bool) -> None:
     """Queue failed jobs again (a progress bar shows on a terminal, not when piped)."""
-    import anyio
-
     from authnode.admin import failed_job_ids, retry_jobs
 
     settings = build_settings(ctx)
     ids = list(job_ids)
     if all_failed:
-        ids += anyio.run(failed_job_ids, settings)
+        ids += _with_jobs(settings, failed_job_ids)
     if not ids:
         raise click.UsageError("give job ids or --all-failed")
     with click.progressbar(length=len(ids), label="retrying",
                            hidden=not sys.stdout.isatty() or as_json) as bar:
-        results = anyio.run(retry_jobs, settings, ids, bar.update)
+        results = _with_jobs(settings, retry_jobs, ids, bar.update)
     human = "\n".join(f"job {r['id']}: {r['outcome']}"
                       + (f" as job {r['new_id']}" if "new_id" in r else "") for r in results)
     _emit(results, as_json, human)
@@ -351,7 +369,7 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
     """Every stored key: current, previous (and until when), retired, expired or refused."""
     from authnode.admin import list_keys
 
-    rows = _run_admin(ctx, list_keys)
+    rows = _run_admin(ctx, list_keys, load_keys=False)
     human = "\n".join(
         f"{row['kid']}  generation={row['generation']}  {row['status']}"
         + "".join(f"  {name}={row[name]}" for name in ("trusted_until", "retired_at",
