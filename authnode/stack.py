@@ -17,7 +17,6 @@ from authnode.accounts.context import Accounts
 from authnode.accounts.emails import Mailer
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy, load_common_passwords
 from authnode.accounts.profile import load_public_profile
-from authnode.cache import ProfileCache, tombstone_ttl_s
 from authnode.clients.mongo import MongoHandles, create_mongo
 from authnode.clients.redis import RedisClient, connect_redis
 from authnode.jobs.app import create_job_app
@@ -25,9 +24,7 @@ from authnode.jobs.outbox import JobQueueOutbox
 from authnode.jobs.worker_context import WorkerContext
 from authnode.mail import sender_from_url
 from authnode.observability.metrics import MongoPoolListener, NullMetrics, ProcessMetrics
-from authnode.online import OnlineUsers, running
 from authnode.probes import Probe, dependency_probes
-from authnode.ratelimit import RedisRateLimiter
 from authnode.repositories.email_tokens import EmailTokenRepository
 from authnode.repositories.registrations import RegistrationRepository
 from authnode.repositories.sent_emails import SentEmailRepository
@@ -35,8 +32,11 @@ from authnode.repositories.sessions import SessionRepository
 from authnode.repositories.signing_keys import SigningKeyRepository
 from authnode.repositories.spend_guards import SpendGuards
 from authnode.repositories.users import UserRepository
-from authnode.revocations import Revocations
 from authnode.settings import Settings, require_secret_key
+from authnode.shared.cache import ProfileCache, tombstone_ttl_s
+from authnode.shared.online import OnlineUsers, running
+from authnode.shared.ratelimit import RedisRateLimiter
+from authnode.shared.revocations import Revocations
 from authnode.tokens.access import AccessTokens
 from authnode.tokens.keyring import KeyRing
 from authnode.tokens.refresh import refresh_key_from_secret

@@ -3,7 +3,7 @@
 Login for an unknown address verifies the password against a dummy hash, so it takes as
 long as a wrong password for a known one. Every password check is reserved against the
 account's lockout first (per client address, and per account across all addresses; see
-:mod:`authnode.ratelimit`), shared by every instance through Redis.
+:mod:`authnode.shared.ratelimit`), shared by every instance through Redis.
 
 Refresh tokens rotate on every use (one caller claims the token, then one update whose
 filter holds the current hash; see repositories/sessions). The token just replaced,
@@ -53,7 +53,7 @@ async def login(accounts: Accounts, *, email: str, password: str, ip: str,
                 user_agent: str) -> IssuedTokens:
     address = lookup_email(email)
     # Its own script: this key counts the address on every account, so it cannot share an
-    # account's Redis Cluster slot (see authnode.ratelimit).
+    # account's Redis Cluster slot (see authnode.shared.ratelimit).
     await accounts.limiter.check("login_ip", ip, accounts.settings.login_ip_limit)
     await _reserve_attempt(accounts, address, ip)
     user = await accounts.users.by_email(address)

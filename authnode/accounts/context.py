@@ -10,16 +10,16 @@ from datetime import datetime
 from authnode.accounts.models import utc
 from authnode.accounts.outbox import EmailOutbox
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
-from authnode.cache import ProfileCache
-from authnode.ratelimit import RateLimiter
 from authnode.repositories.protocols import (
     EmailTokenStore,
     RegistrationStore,
     SessionStore,
     UserStore,
 )
-from authnode.revocations import Revocations
 from authnode.settings import Settings
+from authnode.shared.cache import ProfileCache
+from authnode.shared.ratelimit import RateLimiter
+from authnode.shared.revocations import Revocations
 from authnode.tokens.access import AccessTokens
 
 

@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from authnode.accounts.models import utc
 from authnode.accounts.outbox import EmailKind
 from authnode.mail import MailSender, render
-from authnode.ratelimit import RateLimiter
 from authnode.repositories.protocols import (
     EmailTokenStore,
     RegistrationStore,
@@ -32,6 +31,7 @@ from authnode.repositories.protocols import (
 )
 from authnode.repositories.records import EmailToken, Registration, User
 from authnode.settings import Settings
+from authnode.shared.ratelimit import RateLimiter
 
 
 @dataclass(frozen=True)

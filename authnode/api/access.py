@@ -25,7 +25,7 @@ from authnode.accounts.authentication import authenticate
 from authnode.accounts.context import Accounts
 from authnode.api.requests import bearer_token
 from authnode.errors import InvalidToken
-from authnode.online import OnlineUsers
+from authnode.shared.online import OnlineUsers
 
 log = logging.getLogger(__name__)
 

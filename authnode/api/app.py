@@ -23,8 +23,8 @@ from authnode.api.pages import pages_blueprint
 from authnode.api.stats import stats_blueprint
 from authnode.api.users import users_blueprint
 from authnode.observability.metrics import Metrics
-from authnode.online import OnlineUsers
 from authnode.probes import Probe
+from authnode.shared.online import OnlineUsers
 from authnode.tokens.keyring import KeyRing
 
 access_log = logging.getLogger("authnode.access")

@@ -12,7 +12,7 @@ from quart_schema import document_response
 
 from authnode.api import schemas
 from authnode.api.access import USER, requires
-from authnode.online import OnlineUsers
+from authnode.shared.online import OnlineUsers
 
 
 def stats_blueprint(online: OnlineUsers) -> Blueprint:

@@ -2,7 +2,7 @@
 
 Nothing else in authnode may depend on which mode is in use: there are no database
 numbers (a cluster has only database 0), and keys that one command touches together share
-a ``{hash tag}`` (see :mod:`authnode.redis_keys`).
+a ``{hash tag}`` (see :mod:`authnode.shared.redis_keys`).
 """
 
 from __future__ import annotations

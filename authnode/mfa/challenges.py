@@ -20,9 +20,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from authnode import redis_keys
 from authnode.clients.redis import RedisClient, redis_unavailable
 from authnode.mfa.totp import DRIFT_STEPS, STEP_S
+from authnode.shared import redis_keys
 
 MFA_TOKEN_TTL_S = 300
 MAX_MFA_ATTEMPTS = 5

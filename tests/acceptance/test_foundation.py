@@ -23,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 
-from authnode import redis_keys
+from authnode.shared import redis_keys
 from tests.harness import TEST_DEFAULTS, AuthnodeEnv, AuthnodeProcess, link_token, unique_email
 from tests.services import (
     HOST,

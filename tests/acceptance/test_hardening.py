@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from authnode import redis_keys
+from authnode.shared import redis_keys
 from tests.acceptance.test_accounts_support import bearer, login, register_verified, running
 from tests.harness import AuthnodeEnv
 from tests.services import RedisCluster, RedisTarget, SmtpRecorder, free_port

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from authnode import redis_keys
-from authnode.cache import TOMBSTONE
+from authnode.shared import redis_keys
+from authnode.shared.cache import TOMBSTONE
 from tests.acceptance.test_accounts_support import (
     assert_error,
     bearer,

@@ -26,8 +26,8 @@ import anyio
 import httpx
 import pytest
 
-from authnode.cache import tombstone_ttl_s
 from authnode.settings import load_settings
+from authnode.shared.cache import tombstone_ttl_s
 from authnode.tuning import HostResources
 from tests.acceptance.test_accounts_support import PASSWORD, register_verified
 from tests.faults.conftest import EnvFactory

@@ -5,7 +5,7 @@ Ending a session writes to two stores (a Redis mark that refuses its access toke
 a MongoDB revocation that refuses its refresh token), and a password change writes a third
 thing (the password). There is no transaction across them. Each scenario counts the writes
 one request makes and makes the N-th fail, for every N, the way a store that goes away
-fails: Redis writes raise what :mod:`authnode.revocations` raises on an outage (a 503),
+fails: Redis writes raise what :mod:`authnode.shared.revocations` raises on an outage (a 503),
 MongoDB writes raise pymongo's ``AutoReconnect``. The fault comes from wrappers around the
 real repositories (subclasses that raise before calling the real method once), mounted on
 an in-process app that shares the deployment's MongoDB and Redis; everything else is real.
@@ -36,7 +36,6 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect
 from quart.typing import TestClientProtocol as QuartClient
 
-from authnode import redis_keys
 from authnode.api.app import create_app
 from authnode.clients.mongo import MongoHandles
 from authnode.clients.redis import RedisClient
@@ -46,8 +45,9 @@ from authnode.repositories.email_tokens import EmailTokenRepository
 from authnode.repositories.records import User
 from authnode.repositories.sessions import SessionRepository
 from authnode.repositories.users import UserRepository
-from authnode.revocations import Revocations
 from authnode.settings import load_settings
+from authnode.shared import redis_keys
+from authnode.shared.revocations import Revocations
 from authnode.stack import open_stack
 from authnode.tuning import HostResources
 from tests.acceptance.conftest import authnode, authnode_env

@@ -17,7 +17,7 @@ import anyio
 import pytest
 import redis
 
-from authnode import redis_keys
+from authnode.shared import redis_keys
 from tests.acceptance.test_accounts_support import PASSWORD, register_verified
 from tests.faults.conftest import EnvFactory
 from tests.faults.load import CLIENT_TIMEOUT_S, Load, show

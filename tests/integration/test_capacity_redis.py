@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from authnode import redis_keys
+from authnode.shared import redis_keys
 from tests.acceptance.test_accounts_support import PASSWORD, register_verified, running
 from tests.faults.conftest import EnvFactory, single_env  # noqa: F401  (fixture)
 from tests.faults.load import show

@@ -1,6 +1,6 @@
 """The lockout's Lua scripts (reserve, release) against real Redis, single node and cluster.
 
-What they must hold (see the "Lockout" part of authnode.ratelimit's docstring): an attempt
+What they must hold (see the "Lockout" part of authnode.shared.ratelimit's docstring): an attempt
 is counted before its password is checked, atomically, so concurrent attempts never get
 more than the limit's count of reservations; a refused attempt counts nothing; the
 per-client and per-account counters are independent but refuse together; a right password
@@ -16,11 +16,11 @@ import anyio
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from authnode import redis_keys
 from authnode.clients.redis import RedisClient
 from authnode.errors import Unavailable
-from authnode.ratelimit import Decision, RedisRateLimiter
 from authnode.settings import RateLimit
+from authnode.shared import redis_keys
+from authnode.shared.ratelimit import Decision, RedisRateLimiter
 from tests.integration.test_ratelimit import _client, _closed_port_url
 from tests.services import RedisTarget
 

@@ -13,7 +13,6 @@ import anyio
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from authnode import redis_keys
 from authnode.clients.redis import RedisClient, create_redis
 from authnode.mfa.challenges import (
     MAX_MFA_ATTEMPTS,
@@ -24,6 +23,7 @@ from authnode.mfa.challenges import (
     PendingLogin,
 )
 from authnode.settings import load_settings
+from authnode.shared import redis_keys
 from authnode.tuning import HostResources
 from tests.services import RedisTarget
 

@@ -1,4 +1,4 @@
-"""authnode.online against real Redis, single node and cluster (``redis_target``).
+"""authnode.shared.online against real Redis, single node and cluster (``redis_target``).
 
 Each ``OnlineUsers`` built here has its own client, as an instance has: marks made by one
 are counted by another.
@@ -16,10 +16,11 @@ import anyio
 import pytest
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from authnode import redis_keys
 from authnode.clients.redis import RedisClient, connect_redis
 from authnode.errors import Unavailable
-from authnode.online import (
+from authnode.settings import load_settings
+from authnode.shared import redis_keys
+from authnode.shared.online import (
     BUCKET_S,
     SHARDS,
     OnlineUsers,
@@ -28,7 +29,6 @@ from authnode.online import (
     running,
     shard_of,
 )
-from authnode.settings import load_settings
 from authnode.tuning import HostResources
 from tests.services import RedisCluster, RedisTarget
 
@@ -161,7 +161,7 @@ def _refused_url(mode: str) -> str:
 @pytest.mark.parametrize("mode", ["single", "cluster"])
 async def test_redis_down_drops_marks_and_counts_fail_clearly(
         mode: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="authnode.online")
+    caplog.set_level(logging.WARNING, logger="authnode.shared.online")
     async with _client(_refused_url(mode), mode) as client:
         online = OnlineUsers(client, window_s=WINDOW_S)
         for user in _users(3):

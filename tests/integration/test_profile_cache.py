@@ -1,4 +1,4 @@
-"""The profile cache (authnode.cache) against real Redis (both modes) and real FerretDB.
+"""The profile cache (authnode.shared.cache) against real Redis (both modes) and real FerretDB.
 
 The loader is the real one (``UserRepository.by_id_for_display`` on FerretDB, shaped by
 ``public_user``) wrapped in a counter: counting calls of our own code shows how often
@@ -22,13 +22,13 @@ import anyio
 import pytest
 
 from authnode.accounts.models import public_user
-from authnode.cache import ProfileCache
 from authnode.clients.mongo import create_mongo
 from authnode.clients.redis import connect_redis
 from authnode.errors import Unavailable
 from authnode.repositories.records import User
 from authnode.repositories.users import UserRepository
 from authnode.settings import Settings, load_settings
+from authnode.shared.cache import ProfileCache
 from authnode.tuning import HostResources
 from tests.services import RedisCluster, RedisServer, RedisTarget, free_port
 

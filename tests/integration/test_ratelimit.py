@@ -1,4 +1,4 @@
-"""authnode.ratelimit against real Redis, single node and cluster (``redis_target``)."""
+"""authnode.shared.ratelimit against real Redis, single node and cluster (``redis_target``)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import anyio
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from authnode import redis_keys
 from authnode.clients.redis import RedisClient, create_redis
 from authnode.errors import RateLimited, Unavailable
-from authnode.ratelimit import RateLimiter, RedisRateLimiter
 from authnode.settings import RateLimit, Settings, load_settings
+from authnode.shared import redis_keys
+from authnode.shared.ratelimit import RateLimiter, RedisRateLimiter
 from authnode.tuning import HostResources
 from tests.services import RedisTarget
 

@@ -1,4 +1,4 @@
-"""authnode.revocations against real Redis, single node and cluster (``redis_target``)."""
+"""authnode.shared.revocations against real Redis, single node and cluster (``redis_target``)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from authnode import redis_keys
 from authnode.clients.redis import RedisClient, create_redis
 from authnode.errors import Unavailable
-from authnode.revocations import MARK_EXTRA_S, Revocations, revoked_by_cutoff
 from authnode.settings import Settings, load_settings
+from authnode.shared import redis_keys
+from authnode.shared.revocations import MARK_EXTRA_S, Revocations, revoked_by_cutoff
 from authnode.tuning import HostResources
 from tests.services import RedisTarget
 

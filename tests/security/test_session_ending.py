@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import pymongo
 
-from authnode import redis_keys
 from authnode.repositories.spend_guards import COLLECTION as GUARDS
+from authnode.shared import redis_keys
 from tests.acceptance.test_accounts_support import (
     assert_access_refused,
     assert_access_works,

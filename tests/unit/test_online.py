@@ -1,4 +1,4 @@
-"""The pure parts of authnode.online: shards, minute buckets, and marking in memory.
+"""The pure parts of authnode.shared.online: shards, minute buckets, and marking in memory.
 
 The Redis side (PFADD batches, PFCOUNT sums, both Redis modes) is in
 tests/integration/test_online.py; here a Redis stand-in that fails on any use proves that
@@ -13,8 +13,8 @@ from typing import Any
 import anyio
 import pytest
 
-from authnode import redis_keys
-from authnode.online import (
+from authnode.shared import redis_keys
+from authnode.shared.online import (
     BUCKET_S,
     KEY_GRACE_S,
     SHARDS,

@@ -1,18 +1,18 @@
-"""Unit tests of the pure parts of authnode.ratelimit: no Redis."""
+"""Unit tests of the pure parts of authnode.shared.ratelimit: no Redis."""
 
 from __future__ import annotations
 
 import pytest
 
 from authnode.errors import RateLimited
-from authnode.ratelimit import (
+from authnode.settings import RateLimit
+from authnode.shared.ratelimit import (
     Decision,
     NullRateLimiter,
     RateLimiter,
     decide,
     decide_reservation,
 )
-from authnode.settings import RateLimit
 
 LIMIT = RateLimit(count=3, window_s=60)
 

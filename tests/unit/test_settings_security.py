@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from authnode.cache import tombstone_ttl_s
 from authnode.settings import (
     PLACEHOLDER_SECRET_KEYS,
     Settings,
@@ -20,6 +19,7 @@ from authnode.settings import (
     new_secret_key,
     parse_env_file,
 )
+from authnode.shared.cache import tombstone_ttl_s
 from authnode.tuning import HostResources
 
 HOST = HostResources(cpus=2, memory_bytes=4 << 30)

@@ -21,9 +21,7 @@ from authnode.accounts.context import Accounts
 from authnode.accounts.emails import Mailer, deliver
 from authnode.accounts.outbox import EmailKind
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
-from authnode.cache import ProfileCache
 from authnode.clients.redis import RedisClient
-from authnode.ratelimit import Decision
 from authnode.repositories.memory import (
     MemoryEmailTokenStore,
     MemoryRegistrationStore,
@@ -32,8 +30,10 @@ from authnode.repositories.memory import (
     MemorySpendGuards,
     MemoryUserStore,
 )
-from authnode.revocations import Revocations
 from authnode.settings import RateLimit, Secret, Settings, load_settings
+from authnode.shared.cache import ProfileCache
+from authnode.shared.ratelimit import Decision
+from authnode.shared.revocations import Revocations
 from authnode.tokens.access import AccessTokens
 from authnode.tokens.keyring import KeyRing
 from authnode.tuning import HostResources

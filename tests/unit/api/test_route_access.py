@@ -15,8 +15,8 @@ from authnode.accounts.context import Accounts
 from authnode.api.access import PUBLIC, USER, access_of, public, requires
 from authnode.api.app import create_app
 from authnode.observability.metrics import Metrics
-from authnode.online import OnlineUsers
 from authnode.settings import load_settings
+from authnode.shared.online import OnlineUsers
 from authnode.tuning import HostResources
 
 SECRET = "lX3a9Qe0u7Zr2Vw8Nc4Tb6Yk1Hs5Jd0Gf3Pm9Ro2Ui7E"

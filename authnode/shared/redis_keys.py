@@ -62,7 +62,7 @@ def email_sent(idempotency_key: str) -> str:
 
 
 def online_shard(shard: int, minute: int) -> str:
-    """Online users are spread over shards (see :mod:`authnode.online`)."""
+    """Online users are spread over shards (see :mod:`authnode.shared.online`)."""
     return f"{PREFIX}:online:{{s{shard}}}:{minute}"
 
 

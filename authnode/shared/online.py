@@ -11,7 +11,7 @@ Marking costs a request nothing it waits for
     the batch is dropped: online counts are best-effort, never a reason to fail a request.
 
 Keys are sharded, and why
-    One HyperLogLog per (shard, minute): :func:`authnode.redis_keys.online_shard`. A user
+    One HyperLogLog per (shard, minute): :func:`authnode.shared.redis_keys.online_shard`. A user
     always lands in the same shard (a stable hash of the id, the same in every process).
     Each shard has its own ``{hash tag}``, so in a Redis Cluster the shards live in
     different slots spread over the primaries. One key per minute would send every
@@ -52,8 +52,8 @@ from contextlib import asynccontextmanager
 import anyio
 from redis.asyncio.cluster import RedisCluster
 
-from authnode import redis_keys
 from authnode.clients.redis import REDIS_OUTAGE_ERRORS, RedisClient, redis_unavailable
+from authnode.shared import redis_keys
 
 log = logging.getLogger(__name__)
 

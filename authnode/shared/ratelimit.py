@@ -1,7 +1,7 @@
 """Rate limits and the login lockout, shared by every authnode instance through Redis.
 
 **Rate limits.** Each limit (``name``) and subject (an IP address, an email address) has
-one counter key, :func:`authnode.redis_keys.rate_limit`, and every operation is one Lua
+one counter key, :func:`authnode.shared.redis_keys.rate_limit`, and every operation is one Lua
 script on that one key: atomic, and the same on a single Redis and on a Redis Cluster.
 
 Window semantics: a **fixed window that starts at the first event**. The first event of a
@@ -20,7 +20,7 @@ limits.
 
 **Lockout** (failed password checks of one account: login, and the current password of
 change-password and delete-account). Two counters per account, both under the account's
-hash tag (:func:`authnode.redis_keys.account_tag`) so that one script reads and writes
+hash tag (:func:`authnode.shared.redis_keys.account_tag`) so that one script reads and writes
 them together, in one Redis Cluster slot:
 
 * failures from one client address, ``LOGIN_ACCOUNT_LIMIT`` (default ``10/15m``): an
@@ -66,10 +66,10 @@ from typing import Any, Protocol
 
 import anyio
 
-from authnode import redis_keys
 from authnode.clients.redis import RedisClient, redis_unavailable
 from authnode.errors import RateLimited
 from authnode.settings import RateLimit
+from authnode.shared import redis_keys
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

@@ -46,8 +46,8 @@ from collections.abc import Sequence
 
 import anyio
 
-from authnode import redis_keys
 from authnode.clients.redis import RedisClient, redis_unavailable
+from authnode.shared import redis_keys
 
 __all__ = ["DEFAULT_TIMEOUT_S", "MARK_EXTRA_S", "Revocations", "revoked_by_cutoff"]
 

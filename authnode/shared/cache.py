@@ -22,8 +22,8 @@ from typing import Any
 
 import anyio
 
-from authnode import redis_keys
 from authnode.clients.redis import REDIS_OUTAGE_ERRORS, RedisClient, redis_unavailable
+from authnode.shared import redis_keys
 
 TOMBSTONE = b"!"
 # Beyond the replica lag: the write's own round trip and clock slack between hosts.
