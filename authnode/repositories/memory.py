@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.lowlevel
 
-from authnode.repositories.records import EmailToken, Registration, Session, User, spent_prefix
+from authnode.repositories.records import (
+    EmailToken,
+    Passkey,
+    Registration,
+    SecondFactors,
+    Session,
+    User,
+    spent_prefix,
+)
 from authnode.repositories.sessions import (
     ACTIVE_LISTED_MAX,
     SPENT_KEPT_AFTER_TRIM,
@@ -25,7 +33,8 @@ from authnode.repositories.sessions import (
 )
 from authnode.repositories.spend_guards import GUARD_TTL
 
-_Record = TypeVar("_Record", User, Session, EmailToken, Registration)
+_Record = TypeVar("_Record", User, Session, EmailToken, Registration, SecondFactors,
+                   Passkey)
 
 
 def _ms(moment: datetime) -> datetime:
@@ -214,6 +223,15 @@ class MemorySessionStore:
         session = self._sessions.get(session_id)
         if session is not None and session.user_id == user_id and session.revoked_at is None:
             self._set(session, credentials_at=now)
+
+    async def reauthenticated(self, session_id: str, user_id: str, amr: tuple[str, ...],
+                              now: datetime) -> bool:
+        await _round_trip()
+        session = self._sessions.get(session_id)
+        if session is None or session.user_id != user_id or session.revoked_at is not None:
+            return False
+        self._set(session, amr=amr, auth_time=_ms(now))
+        return True
 
     async def touch(self, session_id: str, now: datetime) -> None:
         await _round_trip()
@@ -404,11 +422,36 @@ class MemorySentEmailStore:
         return len(doomed)
 
 
+class MemorySecondFactorStore:
+    """Twin of :class:`~authnode.repositories.second_factors.SecondFactorRepository`."""
+
+    def __init__(self) -> None:
+        self._factors: dict[str, SecondFactors] = {}
+
+    async def get(self, user_id: str) -> SecondFactors | None:
+        await _round_trip()
+        return self._factors.get(user_id)
+
+    async def replace(self, factors: SecondFactors) -> bool:
+        await _round_trip()
+        stored = self._factors.get(factors.user_id)
+        if (stored.version if stored else 0) != factors.version - 1:
+            return False
+        self._factors[factors.user_id] = _stored(dataclasses.replace(
+            factors, passkeys=tuple(_stored(p) for p in factors.passkeys)))
+        return True
+
+    async def delete(self, user_id: str) -> bool:
+        await _round_trip()
+        return self._factors.pop(user_id, None) is not None
+
+
 if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Protocol
     from authnode.clients.mongo import MongoHandles
     from authnode.repositories import protocols
     from authnode.repositories.email_tokens import EmailTokenRepository
     from authnode.repositories.registrations import RegistrationRepository
+    from authnode.repositories.second_factors import SecondFactorRepository
     from authnode.repositories.sent_emails import SentEmailRepository
     from authnode.repositories.sessions import SessionRepository
     from authnode.repositories.spend_guards import SpendGuards
@@ -425,4 +468,7 @@ if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Pr
         sent_emails: list[protocols.SentEmailStore] = [MemorySentEmailStore(),
                                                        SentEmailRepository(mongo)]
         guards: list[protocols.SpendGuardStore] = [MemorySpendGuards(), SpendGuards(mongo)]
-        del users, sessions, email_tokens, registrations, sent_emails, guards
+        factors: list[protocols.SecondFactorStore] = [MemorySecondFactorStore(),
+                                                      SecondFactorRepository(mongo)]
+        del users, sessions, email_tokens, registrations, sent_emails, guards, factors
+

@@ -10,7 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from authnode.repositories.records import EmailToken, Registration, Session, User
+from authnode.repositories.records import (
+    EmailToken,
+    Registration,
+    SecondFactors,
+    Session,
+    User,
+)
 
 
 class UserStore(Protocol):
@@ -78,6 +84,12 @@ class SessionStore(Protocol):
 
     async def confirm_credentials(self, session_id: str, user_id: str,
                                   now: datetime) -> None: ...
+
+    async def reauthenticated(self, session_id: str, user_id: str, amr: tuple[str, ...],
+                              now: datetime) -> bool:
+        """Record a fresh proof of identity (``amr``, at ``now``) in this live session of
+        the user; False if it is not one."""
+        ...
 
     async def touch(self, session_id: str, now: datetime) -> None: ...
 
@@ -164,3 +176,14 @@ class SpendGuardStore(Protocol):
         ...
 
     async def purge(self, now: datetime) -> int: ...
+
+
+class SecondFactorStore(Protocol):
+    async def get(self, user_id: str) -> SecondFactors | None: ...
+
+    async def replace(self, factors: SecondFactors) -> bool:
+        """Store ``factors`` if the stored version is ``factors.version - 1`` (none stored:
+        version 1); False when another change came first."""
+        ...
+
+    async def delete(self, user_id: str) -> bool: ...

@@ -64,6 +64,14 @@ class Session:
     ip: str
     revoked_at: datetime | None
     credentials_at: datetime | None = None
+    # How the user last proved who they are in this session (RFC 8176 values, e.g.
+    # ("pwd", "otp")) and when; sessions from before second factors: ("pwd",), created_at.
+    amr: tuple[str, ...] = ("pwd",)
+    auth_time: datetime | None = None
+
+    @property
+    def authenticated_at(self) -> datetime:
+        return self.auth_time or self.created_at
 
     def spent_earlier(self, token_hash: str) -> bool:
         """Whether a token with this hash was rotated away from this session (as far as
@@ -98,3 +106,51 @@ class Registration:
     password_hash: str
     created_at: datetime
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Passkey:
+    """A WebAuthn credential: ``id`` is its credential id (base64url)."""
+
+    id: str
+    public_key: bytes
+    sign_count: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SecondFactors:
+    """A user's second factors, kept in one document per user. ``version`` grows with each
+    change (the store's compare-and-set). ``totp_sealed``: the enabled TOTP seed, sealed
+    under SECRET_KEY; ``totp_pending_sealed``: one being enrolled, not yet confirmed.
+    ``recovery``: the keyed hashes of the unused recovery codes."""
+
+    user_id: str
+    version: int = 0
+    totp_sealed: bytes | None = None
+    totp_enabled_at: datetime | None = None
+    totp_pending_sealed: bytes | None = None
+    totp_pending_at: datetime | None = None
+    recovery: tuple[str, ...] = ()
+    passkeys: tuple[Passkey, ...] = ()
+
+    @property
+    def methods(self) -> list[str]:
+        """What can finish a login, in the API's words (empty: no second factor)."""
+        found = []
+        if self.totp_sealed is not None:
+            found.append("totp")
+            if self.recovery:
+                found.append("recovery_code")
+        if self.passkeys:
+            found.append("webauthn")
+        return found
+
+    @property
+    def enrolled(self) -> bool:
+        return self.totp_sealed is not None or bool(self.passkeys)
+
+    def passkey(self, credential_id: str) -> Passkey | None:
+        return next((p for p in self.passkeys if p.id == credential_id), None)

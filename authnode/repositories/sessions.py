@@ -42,7 +42,8 @@ def session_from_document(doc: Document) -> Session:
         created_at=doc["created_at"], last_used_at=doc.get("last_used_at"),
         expires_at=doc["expires_at"], user_agent=doc.get("user_agent") or "",
         ip=doc.get("ip") or "", revoked_at=doc.get("revoked_at"),
-        credentials_at=doc.get("credentials_at"))
+        credentials_at=doc.get("credentials_at"),
+        amr=tuple(doc.get("amr") or ("pwd",)), auth_time=doc.get("auth_time"))
 
 
 def session_to_document(session: Session) -> Document:
@@ -56,6 +57,10 @@ def session_to_document(session: Session) -> Document:
     }
     if session.credentials_at is not None:
         doc["credentials_at"] = session.credentials_at
+    if session.amr != ("pwd",):
+        doc["amr"] = list(session.amr)
+    if session.auth_time is not None:
+        doc["auth_time"] = session.auth_time
     return doc
 
 
@@ -122,6 +127,14 @@ class SessionRepository:
         await self._fresh.update_one(
             {"_id": session_id, "user_id": user_id, "revoked_at": None},
             {"$set": {"credentials_at": now}})
+
+    async def reauthenticated(self, session_id: str, user_id: str, amr: tuple[str, ...],
+                              now: datetime) -> bool:
+        """Record a fresh proof of identity in this live session; False if it is not."""
+        result = await self._fresh.update_one(
+            {"_id": session_id, "user_id": user_id, "revoked_at": None},
+            {"$set": {"amr": list(amr), "auth_time": now}})
+        return result.matched_count == 1
 
     async def touch(self, session_id: str, now: datetime) -> None:
         await self._fresh.update_one({"_id": session_id}, {"$set": {"last_used_at": now}})

@@ -148,6 +148,22 @@ async def test_credentials_are_confirmed_only_on_the_users_unrevoked_session(
     assert found is not None and found.credentials_at == SOON
 
 
+async def test_reauthentication_is_recorded_only_on_the_users_live_session(
+        sessions: SessionStore) -> None:
+    await sessions.insert(_session())
+    await sessions.insert(_session("s2"))
+    found = await sessions.by_id("s1")
+    assert found is not None and found.amr == ("pwd",) and found.auth_time is None
+    assert found.authenticated_at == found.created_at
+    assert not await sessions.reauthenticated("s1", "someone else", ("pwd", "otp"), SOON)
+    assert await sessions.revoke("s2", NOW)
+    assert not await sessions.reauthenticated("s2", "u1", ("pwd", "otp"), SOON)
+    assert await sessions.reauthenticated("s1", "u1", ("pwd", "otp"), SOON)
+    found = await sessions.by_id("s1")
+    assert found is not None and found.amr == ("pwd", "otp") and found.auth_time == SOON
+    assert found.authenticated_at == SOON
+
+
 async def test_touch_records_the_last_use(sessions: SessionStore) -> None:
     await sessions.insert(_session())
     await sessions.touch("s1", SOON)
