@@ -90,8 +90,9 @@ def describe_user(user: User, live_sessions: int) -> dict[str, Any]:
 
 
 async def user_action(stack: Stack, email: str, action: str) -> dict[str, Any]:
-    """show / disable / enable / delete one account, found by email."""
+    """show / disable / enable / delete / mfa-reset one account, found by email."""
     from authnode.accounts import moderation
+    from authnode.mfa import flows as mfa_flows
 
     accounts = stack.accounts
     user = await moderation.find_by_email(accounts, email)
@@ -102,6 +103,10 @@ async def user_action(stack: Stack, email: str, action: str) -> dict[str, Any]:
     elif action == "delete":
         await moderation.remove_account(accounts, user.id)
         return {**describe_user(user, 0), "deleted": True}
+    elif action == "mfa-reset":
+        removed = await mfa_flows.reset(accounts, user.id, by="authnode users mfa-reset")
+        live = await accounts.sessions.live_ids_for_user(user.id, accounts.now())
+        return {**describe_user(user, len(live)), "second_factors_removed": removed}
     live = await accounts.sessions.live_ids_for_user(user.id, accounts.now())
     return describe_user(user, len(live))
 

@@ -268,6 +268,10 @@ def _user_command(action: str, summary: str) -> None:
         user = _run_admin(ctx, user_action, email, action, load_keys=False)
         if action == "delete":
             human = f"deleted {user['email']} ({user['id']}); its sessions ended"
+        elif action == "mfa-reset":
+            human = (f"removed every second factor of {user['email']} ({user['id']}); "
+                     "the user was emailed" if user["second_factors_removed"]
+                     else f"{user['email']} ({user['id']}) had no second factor")
         else:
             state = "disabled" if user["disabled"] else "active"
             verified = "verified" if user["email_verified"] else "unverified"
@@ -280,6 +284,9 @@ _user_command("show", "Show one account.")
 _user_command("disable", "Refuse logins and end every session of the account at once.")
 _user_command("enable", "Allow logins again.")
 _user_command("delete", "Delete the account, its sessions and its links.")
+_user_command("mfa-reset", "Remove every second factor (TOTP, passkeys, recovery codes) of "
+                           "the account, for a user who lost them; logged, and the user is "
+                           "emailed. Check who is asking first.")
 
 
 @main.group()

@@ -21,6 +21,10 @@ class AuthnodeError(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def extra(self) -> dict[str, object]:
+        """Fields of the answer beside ``error`` (most errors have none)."""
+        return {}
+
 
 class InvalidRequest(AuthnodeError):
     status = 422
@@ -76,6 +80,48 @@ class NotFound(AuthnodeError):
     default_message = "Not found."
 
 
+
+
+class MfaRequired(AuthnodeError):
+    """The password was right and the account has a second factor: finish the login at
+    ``/v1/auth/mfa`` with ``mfa_token`` and one of ``methods``."""
+
+    status = 401
+    code = "mfa_required"
+    default_message = "A second factor is required to finish logging in."
+
+    def __init__(self, mfa_token: str, methods: list[str]) -> None:
+        super().__init__()
+        self.mfa_token = mfa_token
+        self.methods = methods
+
+    def extra(self) -> dict[str, object]:
+        return {"mfa_token": self.mfa_token, "methods": self.methods}
+
+
+class InvalidCode(AuthnodeError):
+    """A TOTP or recovery code (or a passkey's answer) that does not verify."""
+
+    status = 400
+    code = "invalid_code"
+    default_message = "The code is not valid."
+
+
+class ReauthenticationRequired(AuthnodeError):
+    status = 403
+    code = "reauthentication_required"
+    default_message = ("Confirm who you are again (POST /v1/auth/reauthenticate), with your "
+                       "second factor if you have one, then retry.")
+
+
+class Conflict(AuthnodeError):
+    status = 409
+    code = "conflict"
+    default_message = "The request conflicts with the current state."
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class RateLimited(AuthnodeError):

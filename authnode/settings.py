@@ -444,6 +444,14 @@ class Settings:
     # Sessions
     refresh_ip_limit: RateLimit = setting(
         "REFRESH_IP_LIMIT", _rate_limit, "1000/1h", help="refreshes per client IP")
+    # Second factors
+    reauth_max_age_s: int = setting(
+        "REAUTH_MAX_AGE_S", _int_at_least(30), "300",
+        help="how recent an authentication changing factors, the password or deleting the "
+             "account needs")
+    mfa_failure_limit: RateLimit = setting(
+        "MFA_FAILURE_LIMIT", _rate_limit, "20/1h",
+        help="wrong second-factor codes per account, over all logins, before 429")
     # Draining
     # Seconds between SIGTERM and closing the listener, for load balancers to notice.
     drain_delay_s: float = setting(

@@ -23,10 +23,13 @@ from authnode.jobs.app import create_job_app
 from authnode.jobs.outbox import JobQueueOutbox
 from authnode.jobs.worker_context import WorkerContext
 from authnode.mail import sender_from_url
+from authnode.mfa.challenges import MfaChallenges
+from authnode.mfa.context import MfaContext
 from authnode.observability.metrics import MongoPoolListener, NullMetrics, ProcessMetrics
 from authnode.probes import Probe, dependency_probes
 from authnode.repositories.email_tokens import EmailTokenRepository
 from authnode.repositories.registrations import RegistrationRepository
+from authnode.repositories.second_factors import SecondFactorRepository
 from authnode.repositories.sent_emails import SentEmailRepository
 from authnode.repositories.sessions import SessionRepository
 from authnode.repositories.signing_keys import SigningKeyRepository
@@ -123,6 +126,10 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                                     refresh_token_ttl_s=settings.refresh_token_ttl_s),
             limiter=limiter, profiles=profiles, clock=time.time,
             outbox=JobQueueOutbox(jobs, on_deferred=metrics.job_deferred),
+            mfa=MfaContext.build(factors=SecondFactorRepository(mongo),
+                                 guards=SpendGuards(mongo), challenges=MfaChallenges(redis),
+                                 secrets_newest_first=[secret, settings.secret_key_previous],
+                                 public_url=settings.public_url),
         )
         mailer = Mailer(settings=settings, users=users, email_tokens=email_tokens,
                         registrations=registrations,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 
@@ -32,9 +32,12 @@ from authnode.errors import (
     EmailNotVerified,
     InvalidCredentials,
     InvalidToken,
+    MfaRequired,
     Unavailable,
 )
+from authnode.mfa.challenges import PendingLogin
 from authnode.repositories.records import Session, User
+from authnode.tokens.access import Assurance
 from authnode.tokens.refresh import (
     hash_refresh_token,
     hashes_equal,
@@ -70,6 +73,11 @@ async def login(accounts: Accounts, *, email: str, password: str, ip: str,
     if accounts.hasher.needs_rehash(user.password_hash):
         new_hash = await accounts.hasher.hash(password)
         await accounts.users.rehash_password(user.id, user.password_hash, new_hash)
+    factors = await accounts.mfa.factors.get(user.id)
+    if factors is not None and factors.enrolled:
+        token = await accounts.mfa.challenges.start_login(
+            PendingLogin(user_id=user.id, amr=("pwd",)))
+        raise MfaRequired(token, factors.methods)
     return await start_session(accounts, user, ip=ip, user_agent=user_agent)
 
 
@@ -95,8 +103,14 @@ async def _reserve_attempt(accounts: Accounts, address: str, ip: str) -> None:
         raise AccountLocked(reserved.retry_after_s)
 
 
-async def start_session(accounts: Accounts, user: User, *, ip: str,
-                        user_agent: str) -> IssuedTokens:
+def assurance_of(amr: tuple[str, ...], authenticated_at: datetime) -> Assurance:
+    """Two different methods, or a passkey (it verified the user), are AAL2."""
+    aal = 2 if len(set(amr)) >= 2 or "hwk" in amr else 1
+    return Assurance(amr=amr, aal=aal, auth_time=int(authenticated_at.timestamp()))
+
+
+async def start_session(accounts: Accounts, user: User, *, ip: str, user_agent: str,
+                        amr: tuple[str, ...] = ("pwd",)) -> IssuedTokens:
     now = accounts.now()
     session_id = secrets.token_urlsafe(18)
     refresh_token = new_refresh_token(session_id)
@@ -105,9 +119,10 @@ async def start_session(accounts: Accounts, user: User, *, ip: str,
         previous_hash=None, rotation_nonce=None, rotated_at=None, spent=(),
         created_at=now, last_used_at=now,
         expires_at=now + timedelta(seconds=accounts.settings.refresh_token_ttl_s),
-        user_agent=user_agent[:MAX_USER_AGENT_CHARS], ip=ip, revoked_at=None,
+        user_agent=user_agent[:MAX_USER_AGENT_CHARS], ip=ip, revoked_at=None, amr=amr,
     ))
-    access_token, expires_in = await accounts.access_tokens.issue(user.id, session_id)
+    access_token, expires_in = await accounts.access_tokens.issue(
+        user.id, session_id, assurance_of(amr, now))
     return IssuedTokens(access_token, expires_in, refresh_token, user)
 
 
@@ -148,7 +163,8 @@ async def refresh(accounts: Accounts, *, refresh_token: str, ip: str) -> IssuedT
         # A password change meant to end this session; finish what it could not.
         await accounts.sessions.revoke(session_id, accounts.now())
         raise InvalidToken()
-    access_token, expires_in = await accounts.access_tokens.issue(user.id, session_id)
+    access_token, expires_in = await accounts.access_tokens.issue(
+        user.id, session_id, assurance_of(session.amr, session.authenticated_at))
     return IssuedTokens(access_token, expires_in, successor, user)
 
 
@@ -248,6 +264,6 @@ async def authenticate(accounts: Accounts, bearer: str, *,
     if revoked:
         raise InvalidToken()
     entry = values[0] if read_profile else None
-    return Principal(user_id=claims.sub, session_id=claims.sid,
+    return Principal(user_id=claims.sub, session_id=claims.sid, assurance=claims.assurance,
                      profile_entry=(entry if isinstance(entry, bytes) else None,)
                      if read_profile else None)

@@ -10,6 +10,7 @@ from datetime import datetime
 from authnode.accounts.models import utc
 from authnode.accounts.outbox import EmailOutbox
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
+from authnode.mfa.context import MfaContext
 from authnode.repositories.protocols import (
     EmailTokenStore,
     RegistrationStore,
@@ -38,6 +39,7 @@ class Accounts:
     limiter: RateLimiter
     outbox: EmailOutbox
     profiles: ProfileCache
+    mfa: MfaContext
     clock: Callable[[], float] = field(default=time.time)
 
     def now(self) -> datetime:

@@ -11,6 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from authnode.errors import InvalidRequest
 from authnode.repositories.records import User
+from authnode.tokens.access import Assurance
 
 MAX_EMAIL_CHARS = 254
 MAX_NAME_CHARS = 100
@@ -98,5 +99,6 @@ class Principal:
 
     user_id: str
     session_id: str
+    assurance: Assurance = Assurance()
     profile_entry: tuple[bytes | None] | None = field(default=None, repr=False,
                                                       compare=False)

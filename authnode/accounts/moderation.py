@@ -38,4 +38,5 @@ async def remove_account(accounts: Accounts, user_id: str) -> None:
     await accounts.profiles.invalidate(user_id)
     await accounts.sessions.delete_for_user(user_id)
     await accounts.email_tokens.delete_for_user(user_id)
+    await accounts.mfa.factors.delete(user_id)
     await accounts.users.delete(user_id)

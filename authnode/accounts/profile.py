@@ -9,12 +9,16 @@ from authnode.accounts.context import Accounts
 from authnode.accounts.models import Principal, clean_name, iso, public_user
 from authnode.accounts.moderation import remove_account
 from authnode.errors import InvalidCredentials, InvalidToken, NotFound
+from authnode.mfa import flows as mfa_flows
 
 
 async def load_public_profile(accounts: Accounts, user_id: str) -> dict[str, Any] | None:
     """The cache's loader: a lag-tolerant read of one user, shaped for the API."""
     user = await accounts.users.by_id_for_display(user_id)
-    return public_user(user) if user is not None else None
+    if user is None:
+        return None
+    factors = await accounts.mfa.factors.get(user_id)
+    return {**public_user(user), "mfa": mfa_flows.summary(factors)}
 
 
 async def me(accounts: Accounts, principal: Principal) -> dict[str, Any]:

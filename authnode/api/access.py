@@ -5,9 +5,12 @@ quart-schema's security marker documents it in OpenAPI, from the same decorator,
 two cannot disagree. A view without a declaration is refused (401) and logged as a bug:
 fail closed; ``tests/unit/api/test_route_access.py`` walks the URL map so none ships.
 
-Starlette's ``requires()`` is the model. Kinds of principal other than a user session
-(an MFA-pending login, an admin key) join :class:`PrincipalKind` with the features that
-issue them, and the assurance checks (``aal``, recent authentication) with them.
+Starlette's ``requires()`` is the model. Assurance is declared with the kind:
+``recent=True`` (an authentication within ``REAUTH_MAX_AGE_S``) and ``step_up=True`` (with
+a second factor enrolled: AAL2 and recent), answered 403 ``reauthentication_required``.
+A login waiting for its second factor is not a principal: its ``mfa_token`` is accepted
+only in the body of ``/v1/auth/mfa*``, never as a bearer token. Kinds other than a user
+session (an admin key) join :class:`PrincipalKind` with the features that issue them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from authnode.accounts.authentication import authenticate
 from authnode.accounts.context import Accounts
 from authnode.api.requests import bearer_token
 from authnode.errors import InvalidToken
+from authnode.mfa.flows import require_step_up
 from authnode.shared.online import OnlineUsers
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ class Access:
 
     kinds: frozenset[PrincipalKind]
     with_profile: bool = False
+    recent: bool = False
+    step_up: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -68,11 +74,15 @@ def public(view: F) -> F:
     return view
 
 
-def requires(*kinds: PrincipalKind, with_profile: bool = False) -> Callable[[F], F]:
-    """Only these kinds of principal may call the route; documented as bearer auth."""
+def requires(*kinds: PrincipalKind, with_profile: bool = False, recent: bool = False,
+             step_up: bool = False) -> Callable[[F], F]:
+    """Only these kinds of principal may call the route; documented as bearer auth.
+    ``recent``: the token's authentication is at most ``REAUTH_MAX_AGE_S`` old.
+    ``step_up``: when the user has a second factor, the token is AAL2 and recent."""
     if not kinds:
         raise ValueError("requires() needs at least one kind of principal; use @public")
-    access = Access(frozenset(kinds), with_profile=with_profile)
+    access = Access(frozenset(kinds), with_profile=with_profile, recent=recent,
+                    step_up=step_up)
 
     def declare(view: F) -> F:
         setattr(view, ACCESS_ATTRIBUTE, access)
@@ -107,4 +117,6 @@ def install(app: Quart, accounts: Accounts, online: OnlineUsers) -> None:
             return
         g.principal = await authenticate(accounts, bearer_token(request),
                                          read_profile=access.with_profile)
+        if access.step_up or access.recent:
+            await require_step_up(accounts, g.principal, always_recent=access.recent)
         online.mark(g.principal.user_id)  # memory only; flushed to Redis in the background

@@ -19,6 +19,7 @@ from authnode.api.documentation import AuthnodeOpenAPIProvider, docs_assets_blue
 from authnode.api.errors import register_error_handlers
 from authnode.api.health import health_blueprint
 from authnode.api.jwks import jwks_blueprint
+from authnode.api.mfa import mfa_blueprint
 from authnode.api.pages import pages_blueprint
 from authnode.api.stats import stats_blueprint
 from authnode.api.users import users_blueprint
@@ -76,6 +77,7 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     app.register_blueprint(jwks_blueprint(keyring, max_age_s=settings.jwks_max_age_s))
     app.register_blueprint(auth_blueprint(accounts, metrics))
     app.register_blueprint(users_blueprint(accounts))
+    app.register_blueprint(mfa_blueprint(accounts))
     app.register_blueprint(pages_blueprint(accounts))
     app.register_blueprint(stats_blueprint(online))
     # Browsers honour HSTS only over https, and it would pin an http origin's host to

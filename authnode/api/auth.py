@@ -69,11 +69,15 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @public
     @validate_request(schemas.LoginRequest)
     @document_response(schemas.Tokens, 200)
-    @document_response(schemas.Error, 401)
+    @document_response(schemas.MfaRequired, 401)
     @document_response(schemas.Error, 403)
     @document_response(schemas.Error, 429)
     async def login(data: schemas.LoginRequest) -> dict[str, object]:
-        """Exchange email and password for an access token and a refresh token."""
+        """Exchange email and password for an access token and a refresh token.
+
+        With a second factor enrolled the answer is 401 ``mfa_required`` with an
+        ``mfa_token`` (5 minutes, for ``/v1/auth/mfa*`` only) and the usable ``methods``;
+        a wrong password is 401 ``invalid_credentials``."""
         with metrics.login_attempt():  # counts the outcome, re-raises errors
             issued = await authentication.login(accounts, email=data.email,
                                                 password=data.password, ip=ip(),
@@ -137,7 +141,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         return _empty()
 
     @bp.post("/password/change")
-    @requires(USER)
+    @requires(USER, step_up=True)
     @validate_request(schemas.ChangePasswordRequest)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 422)

@@ -29,8 +29,9 @@ _HTTP_CODES = {
 
 
 def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
+                   headers: dict[str, str] | None = None,
+                   extra: dict[str, object] | None = None) -> Response:
+    response = jsonify({"error": {"code": code, "message": message}, **(extra or {})})
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     for name, value in (headers or {}).items():
@@ -39,7 +40,8 @@ def error_response(status: int, code: str, message: str,
 
 
 def _from_authnode(error: AuthnodeError) -> Response:
-    return error_response(error.status, error.code, error.message, error.headers())
+    return error_response(error.status, error.code, error.message, error.headers(),
+                          error.extra())
 
 
 async def _from_validation(error: RequestSchemaValidationError) -> Response:

@@ -140,3 +140,88 @@ class Readiness(BaseModel):
 
 class Alive(BaseModel):
     status: str
+
+
+# --------------------------------------------------------------------------- second factors
+
+
+class MfaSummary(BaseModel):
+    totp: bool
+    webauthn: int
+    recovery_codes_left: int
+
+
+class Me(User):
+    mfa: MfaSummary
+
+
+class MfaRequired(Error):
+    """401 from login: ``invalid_credentials``, or ``mfa_required`` with the ``mfa_token``
+    to finish the login and the ``methods`` the account can finish it with."""
+
+    mfa_token: str | None = None
+    methods: list[Literal["totp", "recovery_code", "webauthn"]] | None = None
+
+
+class AccessToken(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+
+
+class TotpEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str]
+
+
+class CodeRequest(_Request):
+    code: str = Field(max_length=64)
+
+
+class MfaTokenRequest(_Request):
+    mfa_token: str = Field(max_length=1024)
+
+
+class MfaCodeRequest(MfaTokenRequest):
+    code: str = Field(max_length=64)
+
+
+class CredentialRequest(_Request):
+    credential: dict[str, Any]
+
+
+class MfaCredentialRequest(MfaTokenRequest):
+    credential: dict[str, Any]
+
+
+class PasskeyRegisterRequest(CredentialRequest):
+    name: str | None = Field(default=None, max_length=1000)
+
+
+class ReauthenticateRequest(_Request):
+    password: str | None = Field(default=None, max_length=4096)
+    code: str | None = Field(default=None, max_length=64)
+    credential: dict[str, Any] | None = None
+
+
+class PublicKeyOptions(BaseModel):
+    """WebAuthn options for ``navigator.credentials.create``/``get`` (JSON, base64url)."""
+
+    model_config = ConfigDict(extra="allow")
+    challenge: str
+
+
+class Passkey(BaseModel):
+    id: str
+    name: str
+    created_at: str | None
+    last_used_at: str | None
+
+
+class Passkeys(BaseModel):
+    passkeys: list[Passkey]

@@ -27,7 +27,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
     @bp.get("/v1/users/me")
     # The cached profile is read with the revocation marks: one Redis round trip, not two.
     @requires(USER, with_profile=True)
-    @document_response(schemas.User, 200)
+    @document_response(schemas.Me, 200)
     @no_content(304)
     @document_response(schemas.Error, 401)
     async def me() -> Response:
@@ -51,7 +51,7 @@ def users_blueprint(accounts: Accounts) -> Blueprint:
         return await profile.rename(accounts, g.principal, data.name)
 
     @bp.delete("/v1/users/me")
-    @requires(USER)
+    @requires(USER, step_up=True)
     @validate_request(schemas.DeleteAccountRequest)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 429)

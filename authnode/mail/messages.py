@@ -52,6 +52,9 @@ class EmailKind(StrEnum):
     PASSWORD_RESET = "password_reset"  # noqa: S105 (a kind name, not a password)
     ALREADY_REGISTERED = "already_registered"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    SECOND_FACTOR_ADDED = "second_factor_added"
+    SECOND_FACTOR_REMOVED = "second_factor_removed"
+    RECOVERY_CODE_USED = "recovery_code_used"
 
     @property
     def has_token(self) -> bool:
@@ -118,6 +121,30 @@ def _content(kind: EmailKind, valid_for: str, requested_at: str) -> _Content:
                     "forgotten it, use \u201cForgot password\u201d in the app to choose a "
                     "new one.",
                     "If it was not you, you can ignore this email: nothing has changed."),
+        )
+    if kind is EmailKind.SECOND_FACTOR_ADDED:
+        return _Content(
+            subject="A second factor was added to your account",
+            before=("An authenticator app or a passkey was just added to your account as a "
+                    "second factor.",
+                    "If you did this, there is nothing else to do.",
+                    "If you did not, someone else can sign in to your account: change your "
+                    "password right away and contact support."),
+        )
+    if kind is EmailKind.SECOND_FACTOR_REMOVED:
+        return _Content(
+            subject="A second factor was removed from your account",
+            before=("An authenticator app or a passkey was just removed from your account.",
+                    "If you did this (or asked support to), there is nothing else to do.",
+                    "If you did not, change your password right away and contact support."),
+        )
+    if kind is EmailKind.RECOVERY_CODE_USED:
+        return _Content(
+            subject="A recovery code was used",
+            before=("One of your recovery codes was just used to sign in or to confirm a "
+                    "change. Each code works once.",
+                    "If this was not you, someone has your password and a recovery code: "
+                    "change your password and create new recovery codes right away."),
         )
     return _Content(
         subject="Your password was changed",

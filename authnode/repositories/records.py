@@ -139,11 +139,11 @@ class SecondFactors:
     @property
     def methods(self) -> list[str]:
         """What can finish a login, in the API's words (empty: no second factor)."""
-        found = []
-        if self.totp_sealed is not None:
-            found.append("totp")
-            if self.recovery:
-                found.append("recovery_code")
+        if not self.enrolled:
+            return []
+        found = ["totp"] if self.totp_sealed is not None else []
+        if self.recovery:
+            found.append("recovery_code")
         if self.passkeys:
             found.append("webauthn")
         return found

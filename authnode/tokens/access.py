@@ -51,6 +51,22 @@ _STRING_CLAIMS = ("iss", "sub", "sid", "jti")
 _TIME_CLAIMS = ("iat", "exp")
 
 
+# RFC 8176 method names authnode issues: password, one-time code (TOTP or recovery code),
+# hardware-bound key (a passkey).
+AMR_VALUES = frozenset({"pwd", "otp", "hwk"})
+MAX_AMR = 4
+
+
+@dataclass(frozen=True)
+class Assurance:
+    """How the session's user last proved who they are: ``amr`` (RFC 8176), ``aal`` (1: one
+    factor; 2: two, or a passkey that verified the user) and when (``auth_time``, epoch s)."""
+
+    amr: tuple[str, ...] = ("pwd",)
+    aal: int = 1
+    auth_time: int | None = None
+
+
 @dataclass(frozen=True)
 class AccessClaims:
     sub: str
@@ -58,6 +74,7 @@ class AccessClaims:
     iat: int
     exp: int
     jti: str
+    assurance: Assurance = Assurance()
 
 
 def _b64url_decode_canonical(segment: str) -> bytes:
@@ -112,7 +129,21 @@ def _check_claims(claims: object, *, issuer: str, now: float) -> AccessClaims:
     if exp <= now - LEEWAY_S or iat > now + LEEWAY_S or exp <= iat:
         raise InvalidToken()
     return AccessClaims(sub=claims["sub"], sid=claims["sid"], iat=iat, exp=exp,
-                        jti=claims["jti"])
+                        jti=claims["jti"], assurance=_check_assurance(claims, iat))
+
+
+def _check_assurance(claims: dict[str, Any], iat: int) -> Assurance:
+    """The ``amr``/``aal``/``auth_time`` claims; a token without them (issued before second
+    factors existed) is a password login of unknown time."""
+    if "amr" not in claims and "aal" not in claims and "auth_time" not in claims:
+        return Assurance()
+    amr, aal, auth_time = claims.get("amr"), claims.get("aal"), claims.get("auth_time")
+    if (not isinstance(amr, list) or not 0 < len(amr) <= MAX_AMR
+            or not all(isinstance(m, str) and m in AMR_VALUES for m in amr)
+            or type(aal) is not int or aal not in (1, 2)
+            or type(auth_time) is not int or auth_time > iat):
+        raise InvalidToken()
+    return Assurance(amr=tuple(amr), aal=aal, auth_time=auth_time)
 
 
 class AccessTokens:
@@ -137,7 +168,8 @@ class AccessTokens:
         # SHA-256 of a token that verified -> its claims; oldest first, bounded.
         self._verified: dict[bytes, tuple[AccessClaims, str, Ed25519PublicKey]] = {}
 
-    async def issue(self, user_id: str, session_id: str) -> tuple[str, int]:
+    async def issue(self, user_id: str, session_id: str,
+                    assurance: Assurance | None = None) -> tuple[str, int]:
         """A signed token for ``user_id`` in ``session_id``, and its lifetime in seconds."""
         for name, value in (("user_id", user_id), ("session_id", session_id)):
             if not isinstance(value, str) or not 0 < len(value) <= MAX_CLAIM_CHARS:
@@ -151,6 +183,10 @@ class AccessTokens:
             "iss": self._issuer, "sub": user_id, "sid": session_id,
             "iat": now, "exp": now + self._ttl_s, "jti": secrets.token_urlsafe(_JTI_BYTES),
         }
+        if assurance is not None:
+            auth_time = min(assurance.auth_time if assurance.auth_time is not None else now,
+                            now)
+            claims.update(amr=list(assurance.amr), aal=assurance.aal, auth_time=auth_time)
         payload = json.dumps(claims, separators=(",", ":")).encode("utf-8")
         token = self._jws.encode(payload, key.private_key, algorithm=ALGORITHM,
                                  headers={"kid": key.kid})
