@@ -22,6 +22,7 @@ NEW_PASSWORD = "violet-tractor-29-quietly"
 OTHER_PASSWORD = "amber otter 77 in the rain"
 
 USER_KEYS = {"id", "email", "name", "email_verified", "created_at"}
+MFA_KEYS = {"totp", "webauthn", "recovery_codes_left"}  # GET /v1/users/me only
 TOKENS_KEYS = {"access_token", "token_type", "expires_in", "refresh_token", "user"}
 SESSION_KEYS = {"id", "created_at", "last_used_at", "user_agent", "ip", "current"}
 ACCEPTED = {"status": "verification_sent"}
@@ -94,6 +95,7 @@ def assert_access_works(client: httpx.Client, access_token: str, why: str) -> di
     response = client.get("/v1/users/me", headers=bearer(access_token))
     assert response.status_code == 200, f"{why}: {describe(response)}"
     user: dict[str, Any] = response.json()
+    assert set(user.pop("mfa")) == MFA_KEYS, why
     assert_user(user)
     return user
 

@@ -22,9 +22,12 @@ from authnode.accounts.emails import Mailer, deliver
 from authnode.accounts.outbox import EmailKind
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
 from authnode.clients.redis import RedisClient
+from authnode.mfa.challenges import MfaChallenges
+from authnode.mfa.context import MfaContext
 from authnode.repositories.memory import (
     MemoryEmailTokenStore,
     MemoryRegistrationStore,
+    MemorySecondFactorStore,
     MemorySentEmailStore,
     MemorySessionStore,
     MemorySpendGuards,
@@ -152,6 +155,10 @@ async def twins(redis: RedisClient | None = None, **environ: str) -> Twins:
                                 refresh_token_ttl_s=config.refresh_token_ttl_s),
         limiter=limiter, outbox=outbox,
         profiles=ProfileCache(unreachable, no_profile, ttl_s=60, tombstone_ttl_s=60),
+        mfa=MfaContext.build(factors=MemorySecondFactorStore(), guards=guards,
+                             challenges=MfaChallenges(unreachable),
+                             secrets_newest_first=[config.secret_key],
+                             public_url=config.public_url),
         clock=clock)
     mailer = Mailer(settings=config, users=users, email_tokens=email_tokens,
                     registrations=registrations, sent_emails=MemorySentEmailStore(),

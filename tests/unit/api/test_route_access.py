@@ -38,7 +38,7 @@ def build_app() -> Quart:
                         hasher=unreachable, policy=unreachable,
                         access_tokens=unreachable, refresh_key=b"k" * 32,
                         revocations=unreachable, limiter=unreachable, outbox=unreachable,
-                        profiles=unreachable)
+                        profiles=unreachable, mfa=unreachable)
     online = OnlineUsers(cast(Any, unreachable), window_s=settings.online_window_s)
     return create_app(accounts, unreachable, {}, metrics=Metrics(environ={}), online=online)
 
@@ -55,8 +55,34 @@ def test_the_account_routes_need_a_user_and_the_rest_are_public() -> None:
     needs_user = sorted({rule.rule for rule in app.url_map.iter_rules()
                          if access_of(app, rule.endpoint) != PUBLIC})
     assert needs_user == ["/v1/auth/logout", "/v1/auth/logout-all", "/v1/auth/password/change",
+                          "/v1/auth/reauthenticate", "/v1/auth/reauthenticate/options",
+                          "/v1/mfa/recovery-codes", "/v1/mfa/totp", "/v1/mfa/totp/confirm",
+                          "/v1/mfa/webauthn", "/v1/mfa/webauthn/<passkey_id>",
+                          "/v1/mfa/webauthn/register", "/v1/mfa/webauthn/register/options",
                           "/v1/sessions", "/v1/sessions/<session_id>", "/v1/stats/online",
                           "/v1/users/me"]
+
+
+def test_what_needs_step_up_or_a_recent_authentication() -> None:
+    """The issue's list: with a second factor enrolled, changing the password, deleting
+    the account, removing a factor and adding one need AAL2 and a recent authentication;
+    starting an enrolment always needs a recent one."""
+    app = build_app()
+    declared = {}
+    for rule in app.url_map.iter_rules():
+        access = access_of(app, rule.endpoint)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            if access is not None and (access.step_up or access.recent):
+                declared[f"{method} {rule.rule}"] = ("step_up" if access.step_up else "",
+                                                     "recent" if access.recent else "")
+    assert declared == {
+        "POST /v1/auth/password/change": ("step_up", ""),
+        "DELETE /v1/users/me": ("step_up", ""),
+        "POST /v1/mfa/totp": ("step_up", "recent"),
+        "DELETE /v1/mfa/totp": ("step_up", ""),
+        "POST /v1/mfa/webauthn/register/options": ("step_up", "recent"),
+        "DELETE /v1/mfa/webauthn/<passkey_id>": ("step_up", ""),
+    }
 
 
 @pytest.mark.anyio
