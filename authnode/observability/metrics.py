@@ -48,6 +48,7 @@ from authnode.errors import (
     AccountLocked,
     EmailNotVerified,
     InvalidCredentials,
+    MfaRequired,
     RateLimited,
 )
 
@@ -70,7 +71,7 @@ QUEUE_SAMPLE_TIMEOUT_S = 3.0
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LOGIN_OUTCOMES = ("success", "bad_credentials", "locked", "unverified", "disabled",
-                  "rate_limited", "error")
+                  "rate_limited", "mfa_required", "error")
 CACHE_RESULTS = ("hit", "miss")
 
 HTTP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -116,6 +117,8 @@ def login_outcome(error: BaseException) -> str:
         return "unverified"
     if isinstance(error, AccountDisabled):
         return "disabled"
+    if isinstance(error, MfaRequired):
+        return "mfa_required"
     return "error"
 
 

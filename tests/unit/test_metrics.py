@@ -20,6 +20,7 @@ from authnode.errors import (
     AccountLocked,
     EmailNotVerified,
     InvalidCredentials,
+    MfaRequired,
     RateLimited,
     Unavailable,
 )
@@ -78,6 +79,7 @@ def test_unknown_methods_share_one_label(metrics: Metrics) -> None:
     (RateLimited(30), "rate_limited"),
     (EmailNotVerified(), "unverified"),
     (AccountDisabled(), "disabled"),
+    (MfaRequired("t", ["totp"]), "mfa_required"),
     (Unavailable("redis"), "error"),
 ])
 def test_login_outcomes(metrics: Metrics, error: Exception, outcome: str) -> None:
