@@ -322,16 +322,22 @@ def _challenge_digest(mfa_token: str) -> str:
     return hashlib.sha256(mfa_token.encode("utf-8")).hexdigest()
 
 
-async def login_passkey_options(accounts: Accounts, mfa_token: str) -> dict[str, Any]:
-    pending = await _pending(accounts, mfa_token)
-    factors = await factors_of(accounts, pending.user_id)
+async def _options_for_own_passkeys(accounts: Accounts, user_id: str,
+                                    purpose: dict[str, Any]) -> dict[str, Any]:
+    """Request options allowing the user's passkeys; the challenge is kept for ``purpose``."""
+    factors = await factors_of(accounts, user_id)
     if not factors.passkeys:
         raise Conflict("no_passkey", "This account has no passkey.")
     options = passkeys.authentication_options(accounts.mfa.relying_party,
                                               allowed=[p.id for p in factors.passkeys])
-    await accounts.mfa.challenges.put_challenge(options.challenge, {
-        "purpose": "mfa", "user_id": pending.user_id, "login": _challenge_digest(mfa_token)})
+    await accounts.mfa.challenges.put_challenge(options.challenge, purpose)
     return options.public_key
+
+
+async def login_passkey_options(accounts: Accounts, mfa_token: str) -> dict[str, Any]:
+    pending = await _pending(accounts, mfa_token)
+    return await _options_for_own_passkeys(accounts, pending.user_id, {
+        "purpose": "mfa", "user_id": pending.user_id, "login": _challenge_digest(mfa_token)})
 
 
 async def login_with_passkey(accounts: Accounts, *, mfa_token: str, credential: object,
@@ -497,15 +503,9 @@ async def delete_passkey(accounts: Accounts, principal: Principal, passkey_id: s
 
 
 async def reauthentication_options(accounts: Accounts, principal: Principal) -> dict[str, Any]:
-    factors = await factors_of(accounts, principal.user_id)
-    if not factors.passkeys:
-        raise Conflict("no_passkey", "This account has no passkey.")
-    options = passkeys.authentication_options(accounts.mfa.relying_party,
-                                              allowed=[p.id for p in factors.passkeys])
-    await accounts.mfa.challenges.put_challenge(options.challenge, {
+    return await _options_for_own_passkeys(accounts, principal.user_id, {
         "purpose": "reauth", "user_id": principal.user_id,
         "session_id": principal.session_id})
-    return options.public_key
 
 
 async def reauthenticate(accounts: Accounts, principal: Principal, *, password: str | None,

@@ -268,6 +268,17 @@ def test_passkey_as_second_factor_and_passwordless(authnode: AuthnodeProcess,
     assert _claims(second["access_token"])["amr"] == ["pwd", "hwk"]
     assert _claims(second["access_token"])["aal"] == 2
 
+    # The session from before the passkey steps up with it.
+    options = client.post("/v1/auth/reauthenticate/options",
+                          headers=bearer(tokens["access_token"]))
+    assert options.status_code == 200, describe(options)
+    stepped = client.post("/v1/auth/reauthenticate", headers=bearer(tokens["access_token"]),
+                          json={"credential": authenticator.get(options.json())})
+    assert stepped.status_code == 200, describe(stepped)
+    claims = _claims(stepped.json()["access_token"])
+    assert claims["amr"] == ["pwd", "hwk"] and claims["aal"] == 2
+    assert claims["sid"] == _claims(tokens["access_token"])["sid"]
+
     # Passwordless.
     options = client.post("/v1/auth/passkey/options")
     assert options.status_code == 200, describe(options)

@@ -37,6 +37,11 @@ PAGE_TIMEOUT_MS = 20_000
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
+    yield from launched_chromium()
+
+
+def launched_chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, through Playwright; closed after."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
     with sync_playwright() as playwright:

@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from tests.acceptance.test_accounts_support import (
     assert_error,
@@ -26,7 +26,7 @@ from tests.acceptance.test_accounts_support import (
     register_verified,
     running,
 )
-from tests.acceptance.test_pages_browser import CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT_MS
+from tests.acceptance.test_pages_browser import PAGE_TIMEOUT_MS, launched_chromium
 from tests.harness import AuthnodeEnv
 from tests.services import SmtpRecorder, free_port
 
@@ -68,12 +68,7 @@ SECOND_FACTOR_JS = """async ({mfaToken}) => {
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    yield from launched_chromium()
 
 
 def _page_with_authenticator(browser: Browser, origin: str) -> tuple[Page, dict[str, Any]]:
