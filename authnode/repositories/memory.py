@@ -12,8 +12,9 @@ guarded writes are. Times are kept as BSON keeps them (whole milliseconds), and 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio.lowlevel
 
@@ -446,6 +447,59 @@ class MemorySecondFactorStore:
         return self._factors.pop(user_id, None) is not None
 
 
+class MemorySigningKeyStore:
+    """Twin of :class:`~authnode.repositories.signing_keys.SigningKeyRepository`: key
+    documents (dicts, as the key ring writes them), unique by kid and by generation."""
+
+    def __init__(self) -> None:
+        self.docs: list[dict[str, Any]] = []
+
+    async def insert(self, doc: dict[str, Any]) -> bool:
+        await _round_trip()
+        if any(d["_id"] == doc["_id"] or d["generation"] == doc["generation"]
+               for d in self.docs):
+            return False
+        self.docs.append(dict(doc))
+        return True
+
+    async def newest(self, limit: int) -> list[dict[str, Any]]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        await _round_trip()
+        ordered = sorted(self.docs, key=lambda d: (d["generation"], d["created_at"]),
+                         reverse=True)
+        return [dict(d) for d in ordered[:limit]]
+
+    async def retire(self, kid: str, at: datetime) -> Literal["retired", "already retired",
+                                                               "missing"]:
+        await _round_trip()
+        for doc in self.docs:
+            if doc["_id"] == kid:
+                if doc.get("retired_at") is not None:
+                    return "already retired"
+                doc["retired_at"] = _ms(at)
+                doc.pop("sealed_private_key", None)
+                return "retired"
+        return "missing"
+
+    async def update(self, kid: str, expected_mac: bytes | None,
+                     fields: Mapping[str, Any]) -> bool:
+        await _round_trip()
+        for doc in self.docs:
+            unchanged = ("mac" not in doc if expected_mac is None
+                         else doc.get("mac") == expected_mac)
+            if doc["_id"] == kid and unchanged:
+                doc.update(fields)
+                return True
+        return False
+
+    async def delete(self, kids: Sequence[str]) -> int:
+        await _round_trip()
+        before = len(self.docs)
+        self.docs = [doc for doc in self.docs if doc["_id"] not in kids]
+        return before - len(self.docs)
+
+
 if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Protocol
     from authnode.clients.mongo import MongoHandles
     from authnode.repositories import protocols
@@ -454,8 +508,10 @@ if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Pr
     from authnode.repositories.second_factors import SecondFactorRepository
     from authnode.repositories.sent_emails import SentEmailRepository
     from authnode.repositories.sessions import SessionRepository
+    from authnode.repositories.signing_keys import SigningKeyRepository
     from authnode.repositories.spend_guards import SpendGuards
     from authnode.repositories.users import UserRepository
+    from authnode.tokens.keyring import SigningKeyStore
 
     def _both(mongo: MongoHandles) -> None:
         users: list[protocols.UserStore] = [MemoryUserStore(), UserRepository(mongo)]
@@ -470,5 +526,7 @@ if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Pr
         guards: list[protocols.SpendGuardStore] = [MemorySpendGuards(), SpendGuards(mongo)]
         factors: list[protocols.SecondFactorStore] = [MemorySecondFactorStore(),
                                                       SecondFactorRepository(mongo)]
-        del users, sessions, email_tokens, registrations, sent_emails, guards, factors
+        keys: list[SigningKeyStore] = [MemorySigningKeyStore(),
+                                       SigningKeyRepository(mongo.primary)]
+        del users, sessions, email_tokens, registrations, sent_emails, guards, factors, keys
 

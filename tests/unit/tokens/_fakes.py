@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 
 from authnode.errors import Unavailable
+from authnode.repositories.memory import MemorySigningKeyStore
 
 
 class FakeClock:
@@ -24,11 +25,12 @@ class FakeClock:
         self.now += seconds
 
 
-class MemoryKeyStore:
-    """Behaves like SigningKeyRepository: unique kid and generation, newest first."""
+class MemoryKeyStore(MemorySigningKeyStore):
+    """The signing-key twin, with faults to inject: ``down`` (every call is a MongoDB
+    outage), ``read_delay_s`` (slow reads), and call counts."""
 
     def __init__(self) -> None:
-        self.docs: list[dict[str, Any]] = []
+        super().__init__()
         self.newest_calls = 0
         self.insert_calls = 0
         self.down = False
@@ -38,12 +40,7 @@ class MemoryKeyStore:
         self.insert_calls += 1
         if self.down:
             raise Unavailable("MongoDB")
-        await anyio.lowlevel.checkpoint()
-        if any(d["_id"] == doc["_id"] or d["generation"] == doc["generation"]
-               for d in self.docs):
-            return False
-        self.docs.append(dict(doc))
-        return True
+        return await super().insert(doc)
 
     async def newest(self, limit: int) -> list[dict[str, Any]]:
         self.newest_calls += 1
@@ -51,7 +48,4 @@ class MemoryKeyStore:
             raise Unavailable("MongoDB")
         if self.read_delay_s:
             await anyio.sleep(self.read_delay_s)
-        else:
-            await anyio.lowlevel.checkpoint()
-        ordered = sorted(self.docs, key=lambda d: d["generation"], reverse=True)
-        return [dict(d) for d in ordered[:limit]]
+        return await super().newest(limit)

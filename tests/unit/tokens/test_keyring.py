@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +22,7 @@ from authnode.tokens.signing_keys import (
     to_document,
 )
 
-from ._fakes import FakeClock
-from ._fakes import MemoryKeyStore as _InsertReadStore
+from ._fakes import FakeClock, MemoryKeyStore
 
 SECRET = Secret("t5s_tAvg16rJQnmythG0OcspEKxfvk7Sv16LbwCa4Ao")
 OLD_SECRET = Secret("Qm7vXc2LpR9sTf4WjK8nHd3YbG6eUa1ZoN5iEr0VwTy")
@@ -32,34 +30,6 @@ ROTATION_S = 7 * 86400
 TTL_S = 900
 # previous key trust: token lifetime + refresh interval (30 s in these rings) + 5 s skew
 WINDOW_S = TTL_S + 30 + 5
-
-
-class MemoryKeyStore(_InsertReadStore):
-    """The shared stand-in, plus what retiring, purging and restamping need."""
-
-    async def retire(self, kid: str, at: datetime) -> str:
-        await anyio.lowlevel.checkpoint()
-        for doc in self.docs:
-            if doc["_id"] == kid:
-                if doc.get("retired_at") is not None:
-                    return "already retired"
-                doc["retired_at"] = at
-                doc.pop("sealed_private_key", None)
-                return "retired"
-        return "missing"
-
-    async def delete(self, kids: Sequence[str]) -> int:
-        before = len(self.docs)
-        self.docs = [doc for doc in self.docs if doc["_id"] not in kids]
-        return before - len(self.docs)
-
-    async def update(self, kid: str, expected_mac: bytes | None,
-                     fields: Mapping[str, Any]) -> bool:
-        for doc in self.docs:
-            if doc["_id"] == kid and doc.get("mac") == expected_mac:
-                doc.update(fields)
-                return True
-        return False
 
 
 @pytest.fixture(params=["asyncio", "trio"])
