@@ -27,6 +27,8 @@ from authnode.mfa.challenges import MfaChallenges
 from authnode.mfa.context import MfaContext
 from authnode.observability.metrics import MongoPoolListener, NullMetrics, ProcessMetrics
 from authnode.probes import Probe, dependency_probes
+from authnode.repositories.admin_keys import AdminKeyRepository
+from authnode.repositories.audit import AuditRepository
 from authnode.repositories.email_tokens import EmailTokenRepository
 from authnode.repositories.registrations import RegistrationRepository
 from authnode.repositories.second_factors import SecondFactorRepository
@@ -73,6 +75,8 @@ async def ensure_indexes(mongo: MongoHandles) -> None:
     await RegistrationRepository(mongo).ensure_indexes()
     await SentEmailRepository(mongo).ensure_indexes()
     await SigningKeyRepository(mongo.primary).ensure_indexes()
+    await AdminKeyRepository(mongo).ensure_indexes()
+    await AuditRepository(mongo).ensure_indexes()
 
 
 @asynccontextmanager

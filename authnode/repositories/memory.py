@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import anyio.lowlevel
 
 from authnode.repositories.records import (
+    AdminKey,
+    AuditEvent,
     EmailToken,
     Passkey,
     Registration,
@@ -35,7 +37,7 @@ from authnode.repositories.sessions import (
 from authnode.repositories.spend_guards import GUARD_TTL
 
 _Record = TypeVar("_Record", User, Session, EmailToken, Registration, SecondFactors,
-                   Passkey)
+                   Passkey, AdminKey, AuditEvent)
 
 
 def _ms(moment: datetime) -> datetime:
@@ -162,6 +164,20 @@ class MemoryUserStore:
     async def count(self) -> int:
         await _round_trip()
         return len(self._users)
+
+    async def page(self, *, after_id: str | None, limit: int, email: str | None = None,
+                   email_prefix: str | None = None,
+                   created_after: datetime | None = None) -> list[User]:
+        await _round_trip()
+        found = sorted((u for u in self._users.values()
+                        if (after_id is None or u.id > after_id)
+                        and (email is None or u.email == email)
+                        and (email is not None or email_prefix is None
+                             or u.email.startswith(email_prefix))
+                        and (created_after is None or (u.created_at is not None
+                                                       and u.created_at > created_after))),
+                       key=lambda u: u.id)
+        return found[:limit]
 
 
 class MemorySessionStore:
@@ -500,9 +516,71 @@ class MemorySigningKeyStore:
         return before - len(self.docs)
 
 
+class MemoryAdminKeyStore:
+    """Twin of :class:`~authnode.repositories.admin_keys.AdminKeyRepository`."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, AdminKey] = {}
+
+    async def insert(self, key: AdminKey) -> None:
+        await _round_trip()
+        if key.digest in self._keys:
+            raise ValueError("duplicate admin key")
+        self._keys[key.digest] = _stored(key)
+
+    async def by_digest(self, digest: str) -> AdminKey | None:
+        await _round_trip()
+        return self._keys.get(digest)
+
+    async def all(self) -> list[AdminKey]:
+        await _round_trip()
+        return sorted(self._keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def revoke(self, key_id: str, now: datetime) -> bool:
+        await _round_trip()
+        for digest, key in self._keys.items():
+            if key.id == key_id and key.revoked_at is None:
+                self._keys[digest] = dataclasses.replace(key, revoked_at=_ms(now))
+                return True
+        return False
+
+
+class MemoryAuditStore:
+    """Twin of :class:`~authnode.repositories.audit.AuditRepository`."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, AuditEvent] = {}
+
+    async def append(self, events: list[AuditEvent]) -> None:
+        await _round_trip()
+        for event in events:
+            self._events[event.id] = _stored(event)
+
+    async def page(self, *, before_id: str | None, limit: int, user_id: str | None = None,
+                   event: str | None = None, after: datetime | None = None
+                   ) -> list[AuditEvent]:
+        await _round_trip()
+        found = sorted((e for e in self._events.values()
+                        if (before_id is None or e.id < before_id)
+                        and (user_id is None or e.user_id == user_id)
+                        and (event is None or e.event == event)
+                        and (after is None or e.at > after)),
+                       key=lambda e: e.id, reverse=True)
+        return found[:limit]
+
+    async def purge(self, before: datetime) -> int:
+        await _round_trip()
+        old = [i for i, e in self._events.items() if e.at < before]
+        for event_id in old:
+            del self._events[event_id]
+        return len(old)
+
+
 if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Protocol
     from authnode.clients.mongo import MongoHandles
     from authnode.repositories import protocols
+    from authnode.repositories.admin_keys import AdminKeyRepository
+    from authnode.repositories.audit import AuditRepository
     from authnode.repositories.email_tokens import EmailTokenRepository
     from authnode.repositories.registrations import RegistrationRepository
     from authnode.repositories.second_factors import SecondFactorRepository
@@ -528,5 +606,9 @@ if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Pr
                                                       SecondFactorRepository(mongo)]
         keys: list[SigningKeyStore] = [MemorySigningKeyStore(),
                                        SigningKeyRepository(mongo.primary)]
+        admin_keys: list[protocols.AdminKeyStore] = [MemoryAdminKeyStore(),
+                                                     AdminKeyRepository(mongo)]
+        audit: list[protocols.AuditStore] = [MemoryAuditStore(), AuditRepository(mongo)]
         del users, sessions, email_tokens, registrations, sent_emails, guards, factors, keys
+        del admin_keys, audit
 

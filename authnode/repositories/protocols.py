@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Protocol
 
 from authnode.repositories.records import (
+    AdminKey,
+    AuditEvent,
     EmailToken,
     Registration,
     SecondFactors,
@@ -61,6 +63,14 @@ class UserStore(Protocol):
         ...
 
     async def count(self) -> int: ...
+
+    async def page(self, *, after_id: str | None, limit: int, email: str | None = None,
+                   email_prefix: str | None = None,
+                   created_after: datetime | None = None) -> list[User]:
+        """Up to ``limit`` users in ``id`` order after ``after_id`` (the cursor), matching
+        every filter given: the exact (normalized) address, an address prefix, accounts
+        created after a time. Paging on ``id`` never skips or repeats a user."""
+        ...
 
 
 class SessionStore(Protocol):
@@ -187,3 +197,30 @@ class SecondFactorStore(Protocol):
         ...
 
     async def delete(self, user_id: str) -> bool: ...
+
+
+class AdminKeyStore(Protocol):
+    async def insert(self, key: AdminKey) -> None: ...
+
+    async def by_digest(self, digest: str) -> AdminKey | None: ...
+
+    async def all(self) -> list[AdminKey]:
+        """Every key, oldest first (revoked ones too)."""
+        ...
+
+    async def revoke(self, key_id: str, now: datetime) -> bool:
+        """Revoke the key; False if there is no such key or it was revoked already."""
+        ...
+
+
+class AuditStore(Protocol):
+    async def append(self, events: list[AuditEvent]) -> None: ...
+
+    async def page(self, *, before_id: str | None, limit: int, user_id: str | None = None,
+                   event: str | None = None, after: datetime | None = None
+                   ) -> list[AuditEvent]:
+        """Up to ``limit`` events, newest first, older than the cursor ``before_id``,
+        matching every filter given."""
+        ...
+
+    async def purge(self, before: datetime) -> int: ...

@@ -154,3 +154,32 @@ class SecondFactors:
 
     def passkey(self, credential_id: str) -> Passkey | None:
         return next((p for p in self.passkeys if p.id == credential_id), None)
+
+
+@dataclass(frozen=True)
+class AdminKey:
+    """An operator's API key. ``id`` is public (shown in lists, used to revoke); the store
+    keys it by ``digest``, the SHA-256 of the whole secret key, which is shown once."""
+
+    id: str
+    digest: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One security event. ``id`` sorts by time (milliseconds, then randomness), so it is
+    also the cursor of a listing. Never a secret: no password, token or code."""
+
+    id: str
+    at: datetime
+    event: str
+    user_id: str | None
+    actor: str  # "user", "admin:<key name>", "operator" (the CLI), "system"
+    outcome: str
+    ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -232,3 +233,18 @@ class UserRepository:
 
     async def count(self) -> int:
         return await self._fresh.count_documents({})
+
+    async def page(self, *, after_id: str | None, limit: int, email: str | None = None,
+                   email_prefix: str | None = None,
+                   created_after: datetime | None = None) -> list[User]:
+        query: dict[str, Any] = {}
+        if after_id is not None:
+            query["_id"] = {"$gt": after_id}
+        if email is not None:
+            query["email"] = email
+        elif email_prefix is not None:
+            query["email"] = {"$regex": "^" + re.escape(email_prefix)}
+        if created_after is not None:
+            query["created_at"] = {"$gt": created_after}
+        cursor = self._lagging.find(query).sort("_id", 1).limit(limit)
+        return [user_from_document(doc) async for doc in cursor]

@@ -139,3 +139,29 @@ async def test_times_are_kept_to_the_millisecond(users: UserStore) -> None:
     assert await users.create(user, NOW)
     found = await users.by_id(user.id)
     assert found is not None and found.created_at == NOW.replace(microsecond=123000)
+
+
+async def test_paging_returns_every_user_once_in_id_order(users: UserStore) -> None:
+    made = [_user(f"user{i:02d}@example.com", created_at=NOW + timedelta(seconds=i))
+            for i in range(23)]
+    made.append(_user("other@example.org"))
+    for user in made:
+        assert await users.create(user, NOW)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await users.page(after_id=cursor, limit=5)
+        if not page:
+            break
+        seen += [u.id for u in page]
+        cursor = page[-1].id
+    assert seen == sorted(u.id for u in made)
+    prefixed = await users.page(after_id=None, limit=100, email_prefix="user1")
+    assert sorted(u.email for u in prefixed) == [f"user{i}@example.com" for i in range(10, 20)]
+    assert [u.email for u in await users.page(after_id=None, limit=100, email_prefix="user.")
+            ] == [], "the prefix is literal, not a pattern"
+    exact = await users.page(after_id=None, limit=100, email="other@example.org")
+    assert [u.id for u in exact] == [made[-1].id]
+    recent = await users.page(after_id=None, limit=100,
+                              created_after=NOW + timedelta(seconds=20))
+    assert sorted(u.email for u in recent) == [f"user{i}@example.com" for i in (21, 22)]
