@@ -210,8 +210,11 @@ def _run_admin(ctx: click.Context, function: Any, *args: Any, load_keys: bool = 
         fail_setting(error)
 
     async def run() -> Any:
-        async with open_stack(settings, load_keys=load_keys) as stack:
-            return await function(stack, *args)
+        from authnode.operators.audit import AuditContext, bound
+
+        with bound(AuditContext(actor="operator")):
+            async with open_stack(settings, load_keys=load_keys) as stack:
+                return await function(stack, *args)
 
     try:
         return anyio.run(run)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
 import procrastinate
 
 from authnode.accounts.context import Accounts
@@ -26,6 +27,7 @@ from authnode.mail import sender_from_url
 from authnode.mfa.challenges import MfaChallenges
 from authnode.mfa.context import MfaContext
 from authnode.observability.metrics import MongoPoolListener, NullMetrics, ProcessMetrics
+from authnode.operators.audit import AuditLog
 from authnode.probes import Probe, dependency_probes
 from authnode.repositories.admin_keys import AdminKeyRepository
 from authnode.repositories.audit import AuditRepository
@@ -134,6 +136,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                                  guards=SpendGuards(mongo), challenges=MfaChallenges(redis),
                                  secrets_newest_first=[secret, settings.secret_key_previous],
                                  public_url=settings.public_url),
+            audit=AuditLog(AuditRepository(mongo), on_failure=metrics.audit_event_lost),
         )
         mailer = Mailer(settings=settings, users=users, email_tokens=email_tokens,
                         registrations=registrations,
@@ -142,9 +145,14 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                                keyring=keyring, observe_job=metrics.observe_job)
         _watch_pools(metrics, settings, hasher, jobs, mongo_pool)
         online = OnlineUsers(redis, window_s=settings.online_window_s)
-        async with running(online):  # its flusher sends marks to Redis in the background
-            yield Stack(settings=settings, redis=redis, mongo=mongo, jobs=jobs,
-                        keyring=keyring, accounts=accounts, worker=worker, online=online)
+        async with running(online), anyio.create_task_group() as background:
+            # The flushers send online marks to Redis and audit events to MongoDB.
+            background.start_soon(accounts.audit.run)
+            try:
+                yield Stack(settings=settings, redis=redis, mongo=mongo, jobs=jobs,
+                            keyring=keyring, accounts=accounts, worker=worker, online=online)
+            finally:
+                background.cancel_scope.cancel()  # audit.run writes what is left first
     finally:
         await sender.aclose()
         await jobs.close_async()

@@ -58,17 +58,24 @@ async def login(accounts: Accounts, *, email: str, password: str, ip: str,
     # Its own script: this key counts the address on every account, so it cannot share an
     # account's Redis Cluster slot (see authnode.shared.ratelimit).
     await accounts.limiter.check("login_ip", ip, accounts.settings.login_ip_limit)
-    await _reserve_attempt(accounts, address, ip)
+    try:
+        await _reserve_attempt(accounts, address, ip)
+    except AccountLocked:
+        accounts.audit.record("login.locked", user_id=None, outcome="refused")
+        raise
     user = await accounts.users.by_email(address)
     if user is None:
         await accounts.hasher.verify_dummy(password)
+        accounts.audit.record("login.failed", user_id=None, outcome="unknown_address")
         raise InvalidCredentials()
     if not await accounts.hasher.verify(user.password_hash, password):
+        accounts.audit.record("login.failed", user_id=user.id, outcome="wrong_password")
         raise InvalidCredentials()
     await accounts.limiter.release_attempt(address, ip)
     if not user.email_verified:
         raise EmailNotVerified()
     if user.disabled:
+        accounts.audit.record("login.failed", user_id=user.id, outcome="disabled")
         raise AccountDisabled()
     if accounts.hasher.needs_rehash(user.password_hash):
         new_hash = await accounts.hasher.hash(password)
@@ -77,7 +84,9 @@ async def login(accounts: Accounts, *, email: str, password: str, ip: str,
     if factors is not None and factors.enrolled:
         token = await accounts.mfa.challenges.start_login(
             PendingLogin(user_id=user.id, amr=("pwd",)))
+        accounts.audit.record("login.mfa_required", user_id=user.id)
         raise MfaRequired(token, factors.methods)
+    accounts.audit.record("login.succeeded", user_id=user.id, outcome="pwd")
     return await start_session(accounts, user, ip=ip, user_agent=user_agent)
 
 
@@ -211,6 +220,8 @@ async def _replayed(accounts: Accounts, session: Session | None, refresh_token: 
         raise InvalidToken()  # never a token of this session
     log.warning("refresh token reuse detected; session revoked",
                 extra={"user_id": session.user_id, "session_id": session.id})
+    accounts.audit.record("refresh.reuse_detected", user_id=session.user_id,
+                          outcome="session ended")
     await end_session(accounts, session.user_id, session.id)
     raise InvalidToken()
 
@@ -229,6 +240,7 @@ async def end_session(accounts: Accounts, user_id: str, session_id: str) -> bool
     await accounts.revocations.revoke_sessions(user_id, [session_id], pending=True)
     ended = await accounts.sessions.revoke(session_id, accounts.now(), user_id=user_id)
     await _settle(accounts, user_id, [session_id])
+    accounts.audit.record("session.ended", user_id=user_id)
     return ended
 
 
@@ -251,6 +263,8 @@ async def end_all_sessions(accounts: Accounts, user_id: str, *,
     await accounts.revocations.revoke_sessions(user_id, doomed, pending=True)
     await accounts.sessions.revoke_all(user_id, now, except_session=except_session)
     await _settle(accounts, user_id, doomed)
+    accounts.audit.record("sessions.ended_all", user_id=user_id,
+                          outcome=f"{len(doomed)} session(s)")
 
 
 async def authenticate(accounts: Accounts, bearer: str, *,

@@ -11,6 +11,7 @@ from authnode.accounts.models import utc
 from authnode.accounts.outbox import EmailOutbox
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
 from authnode.mfa.context import MfaContext
+from authnode.operators.audit import AuditLog
 from authnode.repositories.protocols import (
     EmailTokenStore,
     RegistrationStore,
@@ -40,6 +41,7 @@ class Accounts:
     outbox: EmailOutbox
     profiles: ProfileCache
     mfa: MfaContext
+    audit: AuditLog
     clock: Callable[[], float] = field(default=time.time)
 
     def now(self) -> datetime:

@@ -28,6 +28,7 @@ async def set_disabled(accounts: Accounts, user_id: str, disabled: bool) -> User
     else:
         # Every session was ended one by one when the account was disabled.
         await accounts.revocations.lift_user_cutoff(user_id)
+    accounts.audit.record("user.disabled" if disabled else "user.enabled", user_id=user_id)
     return user
 
 
@@ -40,3 +41,4 @@ async def remove_account(accounts: Accounts, user_id: str) -> None:
     await accounts.email_tokens.delete_for_user(user_id)
     await accounts.mfa.factors.delete(user_id)
     await accounts.users.delete(user_id)
+    accounts.audit.record("user.deleted", user_id=user_id)

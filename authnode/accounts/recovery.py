@@ -49,6 +49,7 @@ async def reset_password(accounts: Accounts, *, token: str, password: str) -> No
         raise InvalidEmailToken()
     await end_all_sessions(accounts, user.id)
     await _lift_cutoff(accounts, user.id, cutoff)
+    accounts.audit.record("password.reset", user_id=user.id)
     await accounts.outbox.request(EmailKind.PASSWORD_CHANGED, email=user.email, user_id=user.id)
 
 
@@ -96,4 +97,5 @@ async def change_password(accounts: Accounts, principal: Principal, *, current_p
         raise InvalidCredentials("The password changed meanwhile; try again.")
     await end_all_sessions(accounts, user.id, except_session=principal.session_id)
     await _lift_cutoff(accounts, user.id, cutoff)
+    accounts.audit.record("password.changed", user_id=user.id)
     await accounts.outbox.request(EmailKind.PASSWORD_CHANGED, email=user.email, user_id=user.id)

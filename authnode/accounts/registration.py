@@ -51,6 +51,7 @@ async def register(accounts: Accounts, *, email: str, password: str, name: str |
         # The email could not be queued: undo, so that "202" always means "sent".
         await accounts.registrations.delete(registration_id)
         raise
+    accounts.audit.record("user.registration_requested", user_id=None)
 
 
 async def resend_verification(accounts: Accounts, *, email: str, ip: str) -> None:
@@ -82,7 +83,9 @@ async def verify_email(accounts: Accounts, *, token: str) -> dict[str, Any]:
     if spent is None:
         raise InvalidEmailToken()
     if spent.registration_id:
-        return public_user(await _activate(accounts, spent.registration_id))
+        activated = await _activate(accounts, spent.registration_id)
+        accounts.audit.record("user.email_verified", user_id=activated.id)
+        return public_user(activated)
     # A link sent before registrations were kept apart names an existing, unverified
     # account; it verifies that account unless its password changed since.
     if spent.user_id is None or spent.credential_version is None:
@@ -91,6 +94,7 @@ async def verify_email(accounts: Accounts, *, token: str) -> dict[str, Any]:
     user = await accounts.users.mark_verified(spent.user_id, spent.credential_version, now)
     if user is None:
         raise InvalidEmailToken()
+    accounts.audit.record("user.email_verified", user_id=user.id)
     return public_user(user)
 
 

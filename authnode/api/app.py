@@ -21,9 +21,12 @@ from authnode.api.health import health_blueprint
 from authnode.api.jwks import jwks_blueprint
 from authnode.api.mfa import mfa_blueprint
 from authnode.api.pages import pages_blueprint
+from authnode.api.requests import client_address, user_agent
 from authnode.api.stats import stats_blueprint
 from authnode.api.users import users_blueprint
 from authnode.observability.metrics import Metrics
+from authnode.operators import audit
+from authnode.operators.audit import AuditContext
 from authnode.probes import Probe
 from authnode.shared.online import OnlineUsers
 from authnode.tokens.keyring import KeyRing
@@ -86,12 +89,21 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     public_cache = PublicCache({"/.well-known/jwks.json": settings.jwks_max_age_s,
                                "/openapi.json": OPENAPI_MAX_AGE_S})
 
+    def request_audit_context() -> AuditContext:
+        """Who and where, for an audit event recorded while this request runs."""
+        address = client_address(request, trusted_proxies=settings.trusted_proxies)
+        return AuditContext(actor=g.get("actor", "user"),
+                            ip=str(address) if address is not None else None,
+                            user_agent=user_agent(request) or None,
+                            request_id=g.get("request_id"))
+
     @app.before_request
     async def start_request() -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = (incoming if incoming and len(incoming) <= MAX_REQUEST_ID_CHARS
                         and incoming.isprintable() else secrets.token_hex(8))
+        audit.bind(request_audit_context)
 
     access.install(app, accounts, online)  # after start_request: errors carry the request id
 

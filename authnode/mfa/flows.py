@@ -161,6 +161,8 @@ async def _spend_code(accounts: Accounts, factors: SecondFactors, raw_code: str)
 
     left = await _change(accounts, factors.user_id, spend)
     await _notify(accounts, factors.user_id, EmailKind.RECOVERY_CODE_USED)
+    accounts.audit.record("mfa.recovery_code_used", user_id=factors.user_id,
+                          outcome=f"{len(left.recovery)} left")
     log.info("recovery code used", extra={"user_id": factors.user_id,
                                           "outcome": f"{len(left.recovery)} left"})
     return "recovery_code"
@@ -233,6 +235,7 @@ async def confirm_totp(accounts: Accounts, principal: Principal, code: str) -> l
 
     await _change(accounts, principal.user_id, enable)
     await _notify(accounts, principal.user_id, EmailKind.SECOND_FACTOR_ADDED)
+    accounts.audit.record("mfa.factor_added", user_id=principal.user_id, outcome="totp")
     return codes
 
 
@@ -248,6 +251,7 @@ async def disable_totp(accounts: Accounts, principal: Principal, code: str) -> N
 
     await _change(accounts, principal.user_id, disable)
     await _notify(accounts, principal.user_id, EmailKind.SECOND_FACTOR_REMOVED)
+    accounts.audit.record("mfa.factor_removed", user_id=principal.user_id, outcome="totp")
 
 
 def _without_orphan_codes(factors: SecondFactors) -> SecondFactors:
@@ -281,6 +285,9 @@ async def _pending(accounts: Accounts, mfa_token: str) -> PendingLogin:
 
 async def _count_failure(accounts: Accounts, mfa_token: str, error: Exception) -> Exception:
     """The error to answer after a wrong code: 429 once the login has used its attempts."""
+    pending = await accounts.mfa.challenges.peek(mfa_token)
+    accounts.audit.record("mfa.failed", user_id=pending.user_id
+                          if isinstance(pending, PendingLogin) else None)
     if await accounts.mfa.challenges.record_failure(mfa_token) >= MAX_MFA_ATTEMPTS:
         return RateLimited(60, "Too many wrong codes for this login; log in again.")
     return error
@@ -292,6 +299,9 @@ async def _finish(accounts: Accounts, mfa_token: str, pending: PendingLogin,
     if taken != pending:  # another request finished (or locked) this login meanwhile
         raise InvalidToken("The mfa_token is unknown, expired or already used.")
     user = await _login_user(accounts, pending.user_id)
+    accounts.audit.record("mfa.passed", user_id=user.id, outcome=method)
+    accounts.audit.record("login.succeeded", user_id=user.id,
+                          outcome="+".join(_amr(*pending.amr, method)))
     return await start_session(accounts, user, ip=ip, user_agent=user_agent,
                                amr=_amr(*pending.amr, method))
 
@@ -413,6 +423,7 @@ async def passkey_login(accounts: Accounts, *, credential: object, ip: str,
     except InvalidCode:
         raise InvalidCredentials("The passkey is not known here or did not verify.") from None
     user = await _login_user(accounts, user_id)
+    accounts.audit.record("login.succeeded", user_id=user.id, outcome="hwk")
     return await start_session(accounts, user, ip=ip, user_agent=user_agent, amr=("hwk",))
 
 
@@ -478,6 +489,7 @@ async def register_passkey(accounts: Accounts, principal: Principal, *, credenti
 
     await _change(accounts, principal.user_id, add)
     await _notify(accounts, principal.user_id, EmailKind.SECOND_FACTOR_ADDED)
+    accounts.audit.record("mfa.factor_added", user_id=principal.user_id, outcome="webauthn")
     return _passkey_view(passkey)
 
 
@@ -497,6 +509,8 @@ async def delete_passkey(accounts: Accounts, principal: Principal, passkey_id: s
 
     await _change(accounts, principal.user_id, remove)
     await _notify(accounts, principal.user_id, EmailKind.SECOND_FACTOR_REMOVED)
+    accounts.audit.record("mfa.factor_removed", user_id=principal.user_id,
+                          outcome="webauthn")
 
 
 # --------------------------------------------------------------------------- reauthentication
@@ -552,4 +566,6 @@ async def reset(accounts: Accounts, user_id: str, *, by: str) -> bool:
                                                "removed": removed, "at": time.time()})
     if removed:
         await _notify(accounts, user_id, EmailKind.SECOND_FACTOR_REMOVED)
+    accounts.audit.record("mfa.reset", user_id=user_id,
+                          outcome="removed" if removed else "none")
     return removed

@@ -177,6 +177,10 @@ class Metrics:
             "authnode_password_hash_seconds",
             "Wall time of one Argon2id hash or verification (excludes waiting for a thread).",
             buckets=HASH_BUCKETS_S, registry=registry)
+        self.audit_lost = Counter(
+            "authnode_audit_events_lost",
+            "Audit events that could not be written (store down, or the queue full).",
+            registry=registry)
         self.jobs_deferred = Counter(
             "authnode_jobs_deferred", "Jobs put on the queue, by task.", ["task"],
             registry=registry)
@@ -245,6 +249,9 @@ class Metrics:
 
     def observe_hash_seconds(self, seconds: float) -> None:
         self.hash_seconds.observe(seconds)
+
+    def audit_event_lost(self) -> None:
+        self.audit_lost.inc()
 
     def job_deferred(self, task: str) -> None:
         self.jobs_deferred.labels(task=task).inc()
@@ -341,6 +348,7 @@ class ProcessMetrics(Protocol):
     def profile_cache_miss(self) -> None: ...
     def observe_hash_seconds(self, seconds: float) -> None: ...
     def job_deferred(self, task: str) -> None: ...
+    def audit_event_lost(self) -> None: ...
     def observe_job(self, task: str, outcome: str, seconds: float) -> None: ...
     def watch_pool(self, pool: str, *, size: int,
                    in_use: Callable[[], float] | None = None) -> None: ...
@@ -364,6 +372,9 @@ class NullMetrics:
         return None
 
     def job_deferred(self, task: str) -> None:
+        return None
+
+    def audit_event_lost(self) -> None:
         return None
 
     def observe_job(self, task: str, outcome: str, seconds: float) -> None:

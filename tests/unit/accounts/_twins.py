@@ -24,7 +24,9 @@ from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
 from authnode.clients.redis import RedisClient
 from authnode.mfa.challenges import MfaChallenges
 from authnode.mfa.context import MfaContext
+from authnode.operators.audit import AuditLog
 from authnode.repositories.memory import (
+    MemoryAuditStore,
     MemoryEmailTokenStore,
     MemoryRegistrationStore,
     MemorySecondFactorStore,
@@ -159,6 +161,7 @@ async def twins(redis: RedisClient | None = None, **environ: str) -> Twins:
                              challenges=MfaChallenges(unreachable),
                              secrets_newest_first=[config.secret_key],
                              public_url=config.public_url),
+        audit=AuditLog(MemoryAuditStore(), clock=clock),
         clock=clock)
     mailer = Mailer(settings=config, users=users, email_tokens=email_tokens,
                     registrations=registrations, sent_emails=MemorySentEmailStore(),

@@ -38,7 +38,8 @@ def build_app() -> Quart:
                         hasher=unreachable, policy=unreachable,
                         access_tokens=unreachable, refresh_key=b"k" * 32,
                         revocations=unreachable, limiter=unreachable, outbox=unreachable,
-                        profiles=unreachable, mfa=unreachable)
+                        profiles=unreachable, mfa=unreachable,
+                        audit=unreachable)
     online = OnlineUsers(cast(Any, unreachable), window_s=settings.online_window_s)
     return create_app(accounts, unreachable, {}, metrics=Metrics(environ={}), online=online)
 

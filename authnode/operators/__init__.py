@@ -1,0 +1,2 @@
+"""What operators use: admin API keys, the user administration both the admin API and the
+CLI call, and the audit log."""
