@@ -14,7 +14,6 @@ from authnode.settings import Settings
 if TYPE_CHECKING:
     import procrastinate
 
-    from authnode.repositories.records import User
     from authnode.stack import Stack
 
 
@@ -82,33 +81,52 @@ async def check_dependencies(settings: Settings) -> dict[str, dict[str, str]]:
 # --------------------------------------------------------------------------- users
 
 
-def describe_user(user: User, live_sessions: int) -> dict[str, Any]:
-    from authnode.accounts.models import public_user
-
-    return {**public_user(user), "disabled": user.disabled,
-            "live_sessions": live_sessions}
-
-
 async def user_action(stack: Stack, email: str, action: str) -> dict[str, Any]:
-    """show / disable / enable / delete / mfa-reset one account, found by email."""
+    """show / disable / enable / unlock / mfa-reset / delete one account, found by email:
+    the same functions as the admin API's (:mod:`authnode.operators.users`)."""
     from authnode.accounts import moderation
-    from authnode.mfa import flows as mfa_flows
+    from authnode.operators import users
 
     accounts = stack.accounts
     user = await moderation.find_by_email(accounts, email)
     if action == "disable":
-        user = await moderation.set_disabled(accounts, user.id, True)
-    elif action == "enable":
-        user = await moderation.set_disabled(accounts, user.id, False)
-    elif action == "delete":
-        await moderation.remove_account(accounts, user.id)
-        return {**describe_user(user, 0), "deleted": True}
-    elif action == "mfa-reset":
-        removed = await mfa_flows.reset(accounts, user.id, by="authnode users mfa-reset")
-        live = await accounts.sessions.live_ids_for_user(user.id, accounts.now())
-        return {**describe_user(user, len(live)), "second_factors_removed": removed}
-    live = await accounts.sessions.live_ids_for_user(user.id, accounts.now())
-    return describe_user(user, len(live))
+        return await users.set_disabled(accounts, user.id, True)
+    if action == "enable":
+        return await users.set_disabled(accounts, user.id, False)
+    if action == "unlock":
+        return await users.unlock(accounts, user.id)
+    if action == "mfa-reset":
+        return await users.reset_second_factors(accounts, user.id)
+    if action == "delete":
+        shown = await users.describe(accounts, user)
+        await users.delete(accounts, user.id)
+        return {**shown, "live_sessions": 0, "deleted": True}
+    return await users.describe(accounts, user)
+
+
+async def create_admin_key(stack: Stack, name: str, scopes: list[str]) -> dict[str, Any]:
+    from authnode.operators import keys
+
+    key, secret_key = await keys.create(stack.accounts.admin_keys, name=name, scopes=scopes,
+                                        now=stack.accounts.now())
+    stack.accounts.audit.record("admin_key.created", user_id=None,
+                                outcome=f"{key.id} {key.name}")
+    return {**keys.describe(key), "key": secret_key}
+
+
+async def list_admin_keys(stack: Stack) -> list[dict[str, Any]]:
+    from authnode.operators import keys
+
+    return [keys.describe(key) for key in await stack.accounts.admin_keys.all()]
+
+
+async def revoke_admin_key(stack: Stack, key_id: str) -> dict[str, Any]:
+    from authnode.errors import NotFound
+
+    if not await stack.accounts.admin_keys.revoke(key_id, stack.accounts.now()):
+        raise NotFound(f"No live admin key {key_id}.")
+    stack.accounts.audit.record("admin_key.revoked", user_id=None, outcome=key_id)
+    return {"id": key_id, "revoked": True}
 
 
 # --------------------------------------------------------------------------- jobs

@@ -286,10 +286,60 @@ def _user_command(action: str, summary: str) -> None:
 _user_command("show", "Show one account.")
 _user_command("disable", "Refuse logins and end every session of the account at once.")
 _user_command("enable", "Allow logins again.")
+_user_command("unlock", "Clear the account's lockouts (failed passwords, wrong codes).")
 _user_command("delete", "Delete the account, its sessions and its links.")
 _user_command("mfa-reset", "Remove every second factor (TOTP, passkeys, recovery codes) of "
                            "the account, for a user who lost them; logged, and the user is "
                            "emailed. Check who is asking first.")
+
+
+@main.group("admin-keys")
+def admin_keys() -> None:
+    """Keys for the admin HTTP API (/v1/admin)."""
+
+
+@admin_keys.command("create")
+@click.option("--name", required=True, help="Who uses it; recorded as the actor of its actions.")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              type=click.Choice(["users:read", "users:write", "sessions:write", "audit:read",
+                                 "webhooks:write"]))
+@json_option
+@click.pass_context
+def admin_keys_create(ctx: click.Context, name: str, scopes: tuple[str, ...],
+                      as_json: bool) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from authnode.admin import create_admin_key
+
+    created = _run_admin(ctx, create_admin_key, name, list(scopes), load_keys=False)
+    _emit(created, as_json, f"{created['key']}\n(id {created['id']}, {created['name']}: "
+                            f"{' '.join(created['scopes'])}; shown once, keep it secret)")
+
+
+@admin_keys.command("list")
+@json_option
+@click.pass_context
+def admin_keys_list(ctx: click.Context, as_json: bool) -> None:
+    """Every key: id, name, scopes, created, revoked (never the key itself)."""
+    from authnode.admin import list_admin_keys
+
+    rows = _run_admin(ctx, list_admin_keys, load_keys=False)
+    human = "\n".join(f"{r['id']}  {r['name']}  {' '.join(r['scopes'])}  created "
+                      f"{r['created_at']}" + (f"  REVOKED {r['revoked_at']}"
+                                              if r["revoked_at"] else "")
+                      for r in rows) or "no admin keys"
+    _emit(rows, as_json, human)
+
+
+@admin_keys.command("revoke")
+@click.argument("key_id")
+@json_option
+@click.pass_context
+def admin_keys_revoke(ctx: click.Context, key_id: str, as_json: bool) -> None:
+    """Revoke a key: refused at once on every instance."""
+    from authnode.admin import revoke_admin_key
+
+    result = _run_admin(ctx, revoke_admin_key, key_id, load_keys=False)
+    _emit(result, as_json, f"revoked {key_id}")
 
 
 @main.group()

@@ -452,6 +452,12 @@ class Settings:
     mfa_failure_limit: RateLimit = setting(
         "MFA_FAILURE_LIMIT", _rate_limit, "20/1h",
         help="wrong second-factor codes per account, over all logins, before 429")
+    # Operators
+    admin_key_limit: RateLimit = setting(
+        "ADMIN_KEY_LIMIT", _rate_limit, "600/1m", help="admin API requests per key")
+    audit_retention_days: int = setting(
+        "AUDIT_RETENTION_DAYS", _int_at_least(1), "180",
+        help="how long audit events are kept (the purge job deletes older ones)")
     # Draining
     # Seconds between SIGTERM and closing the listener, for load balancers to notice.
     drain_delay_s: float = setting(

@@ -137,6 +137,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                                  secrets_newest_first=[secret, settings.secret_key_previous],
                                  public_url=settings.public_url),
             audit=AuditLog(AuditRepository(mongo), on_failure=metrics.audit_event_lost),
+            admin_keys=AdminKeyRepository(mongo),
         )
         mailer = Mailer(settings=settings, users=users, email_tokens=email_tokens,
                         registrations=registrations,

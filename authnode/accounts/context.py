@@ -13,6 +13,7 @@ from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
 from authnode.mfa.context import MfaContext
 from authnode.operators.audit import AuditLog
 from authnode.repositories.protocols import (
+    AdminKeyStore,
     EmailTokenStore,
     RegistrationStore,
     SessionStore,
@@ -42,6 +43,7 @@ class Accounts:
     profiles: ProfileCache
     mfa: MfaContext
     audit: AuditLog
+    admin_keys: AdminKeyStore
     clock: Callable[[], float] = field(default=time.time)
 
     def now(self) -> datetime:

@@ -29,6 +29,8 @@ from authnode.accounts.context import Accounts
 from authnode.api.requests import bearer_token
 from authnode.errors import InvalidToken
 from authnode.mfa.flows import require_step_up
+from authnode.operators import keys as admin_keys
+from authnode.operators.keys import SCOPES
 from authnode.shared.online import OnlineUsers
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 ACCESS_ATTRIBUTE = "_authnode_access"
 BEARER_SCHEME = "bearer"
 BEARER: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
+ADMIN_KEY_SCHEME = "adminKey"
 
 # Routes that quart-schema and Quart add themselves; they serve public documents.
 FRAMEWORK_PUBLIC_ENDPOINTS = frozenset({"static", "openapi", "swagger_ui"})
@@ -45,9 +48,22 @@ FRAMEWORK_PUBLIC_ENDPOINTS = frozenset({"static", "openapi", "swagger_ui"})
 
 class PrincipalKind(enum.Enum):
     USER = "user"  # an access token of a live session
+    ADMIN_KEY = "admin_key"  # an operator's API key (``ak_…``), with scopes
 
 
 USER = PrincipalKind.USER
+
+
+@dataclass(frozen=True)
+class AdminScope:
+    scope: str
+
+
+def admin_scope(scope: str) -> AdminScope:
+    """An admin key holding ``scope`` (``@requires(admin_scope("users:write"))``)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown admin scope {scope!r}")
+    return AdminScope(scope)
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,7 @@ class Access:
 
     kinds: frozenset[PrincipalKind]
     with_profile: bool = False
+    admin_scopes: frozenset[str] = frozenset()
     recent: bool = False
     step_up: bool = False
 
@@ -74,19 +91,27 @@ def public(view: F) -> F:
     return view
 
 
-def requires(*kinds: PrincipalKind, with_profile: bool = False, recent: bool = False,
-             step_up: bool = False) -> Callable[[F], F]:
-    """Only these kinds of principal may call the route; documented as bearer auth.
-    ``recent``: the token's authentication is at most ``REAUTH_MAX_AGE_S`` old.
-    ``step_up``: when the user has a second factor, the token is AAL2 and recent."""
-    if not kinds:
+def requires(*needs: PrincipalKind | AdminScope, with_profile: bool = False,
+             recent: bool = False, step_up: bool = False) -> Callable[[F], F]:
+    """Only these kinds of principal may call the route; documented as bearer auth (an
+    admin scope: as the admin-key scheme). ``recent``: the token's authentication is at
+    most ``REAUTH_MAX_AGE_S`` old. ``step_up``: when the user has a second factor, the token
+    is AAL2 and recent."""
+    if not needs:
         raise ValueError("requires() needs at least one kind of principal; use @public")
-    access = Access(frozenset(kinds), with_profile=with_profile, recent=recent,
-                    step_up=step_up)
+    scopes = frozenset(n.scope for n in needs if isinstance(n, AdminScope))
+    kinds = frozenset(n for n in needs if isinstance(n, PrincipalKind))
+    if scopes:
+        kinds |= {PrincipalKind.ADMIN_KEY}
+    if kinds == {PrincipalKind.ADMIN_KEY, PrincipalKind.USER}:
+        raise ValueError("a route is for users or for admin keys, not both")
+    access = Access(kinds, with_profile=with_profile, recent=recent, step_up=step_up,
+                    admin_scopes=scopes)
+    scheme = ADMIN_KEY_SCHEME if scopes else BEARER_SCHEME
 
     def declare(view: F) -> F:
         setattr(view, ACCESS_ATTRIBUTE, access)
-        documented: F = security_scheme(BEARER)(view)
+        documented: F = security_scheme([{scheme: sorted(scopes)}])(view)
         return documented
 
     return declare
@@ -115,7 +140,17 @@ def install(app: Quart, accounts: Accounts, online: OnlineUsers) -> None:
             raise InvalidToken()
         if access.is_public:
             return
-        g.principal = await authenticate(accounts, bearer_token(request),
+        bearer = bearer_token(request)
+        if PrincipalKind.ADMIN_KEY in access.kinds:
+            admin = await admin_keys.authenticate(
+                accounts.admin_keys, accounts.limiter, accounts.settings, bearer,
+                needs=access.admin_scopes)
+            g.principal = admin
+            g.actor = admin.actor  # the audit log's actor for what this request does
+            return
+        if admin_keys.is_admin_key(bearer):
+            raise InvalidToken()  # an admin key is no user's credential
+        g.principal = await authenticate(accounts, bearer,
                                          read_profile=access.with_profile)
         if access.step_up or access.recent:
             await require_step_up(accounts, g.principal, always_recent=access.recent)

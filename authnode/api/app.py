@@ -20,6 +20,7 @@ from authnode.api.errors import register_error_handlers
 from authnode.api.health import health_blueprint
 from authnode.api.jwks import jwks_blueprint
 from authnode.api.mfa import mfa_blueprint
+from authnode.api.operators import operators_blueprint
 from authnode.api.pages import pages_blueprint
 from authnode.api.requests import client_address, user_agent
 from authnode.api.stats import stats_blueprint
@@ -69,7 +70,10 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
               "description": "Email-and-password authentication."},
         openapi_path="/openapi.json", swagger_ui_path="/docs",
         redoc_ui_path=None, scalar_ui_path=None,
-        security_schemes={access.BEARER_SCHEME: {"type": "http", "scheme": "bearer",
+        # An admin key (ak_…) from `authnode admin-keys create`; scopes per operation.
+        security_schemes={access.ADMIN_KEY_SCHEME: {"type": "http", "scheme": "bearer",
+                                                    "bearer_format": "ak_<id>_<secret>"},
+                          access.BEARER_SCHEME: {"type": "http", "scheme": "bearer",
                                                  "bearer_format": "JWT"}},
         openapi_provider_class=AuthnodeOpenAPIProvider,
     )
@@ -81,6 +85,7 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     app.register_blueprint(auth_blueprint(accounts, metrics))
     app.register_blueprint(users_blueprint(accounts))
     app.register_blueprint(mfa_blueprint(accounts))
+    app.register_blueprint(operators_blueprint(accounts))
     app.register_blueprint(pages_blueprint(accounts))
     app.register_blueprint(stats_blueprint(online))
     # Browsers honour HSTS only over https, and it would pin an http origin's host to

@@ -7,6 +7,7 @@ unbounded reaches the hasher or MongoDB.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -225,3 +226,70 @@ class Passkey(BaseModel):
 
 class Passkeys(BaseModel):
     passkeys: list[Passkey]
+
+
+# --------------------------------------------------------------------------- operators
+
+
+class _Query(BaseModel):
+    """Query strings: every value arrives as text; extra parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserQuery(_Query):
+    email: str | None = Field(default=None, max_length=320)
+    email_prefix: str | None = Field(default=None, max_length=320)
+    created_after: datetime | None = None
+    limit: int | None = Field(default=None, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=64)
+
+
+class AdminUser(User):
+    disabled: bool
+
+
+class AdminUsers(BaseModel):
+    users: list[AdminUser]
+    next_cursor: str | None
+
+
+class AdminUserDetail(AdminUser):
+    mfa: MfaSummary
+    live_sessions: int
+    last_login_at: str | None
+    identities: list[dict[str, Any]]
+    second_factors_removed: bool | None = None
+
+
+class RevokeSessionsRequest(_Request):
+    session_id: str | None = Field(default=None, max_length=64)
+
+
+class AuditQuery(_Query):
+    user_id: str | None = Field(default=None, max_length=64)
+    event: str | None = Field(default=None, max_length=64)
+    after: datetime | None = None
+    limit: int | None = Field(default=None, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=64)
+
+
+class AuditEventView(BaseModel):
+    id: str
+    at: str
+    event: str
+    user_id: str | None
+    actor: str
+    outcome: str
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+
+
+class AuditEvents(BaseModel):
+    events: list[AuditEventView]
+    next_cursor: str | None
+
+
+class Activity(BaseModel):
+    events: list[AuditEventView]

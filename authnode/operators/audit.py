@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -142,3 +143,33 @@ class AuditLog:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self._write(pending)
                 await self.flush()
+
+
+# --------------------------------------------------------------------------- reading
+
+ACTIVITY_SHOWN = 50
+
+
+def view(event: AuditEvent) -> dict[str, object]:
+    return {"id": event.id, "at": event.at.isoformat().replace("+00:00", "Z"),
+            "event": event.event, "user_id": event.user_id, "actor": event.actor,
+            "outcome": event.outcome, "ip": event.ip, "user_agent": event.user_agent,
+            "request_id": event.request_id}
+
+
+async def events(store: AuditStore, *, user_id: str | None, event: str | None,
+                 after: datetime | None, limit: int | None,
+                 cursor: str | None) -> dict[str, object]:
+    """A page of events, newest first; ``next_cursor`` is null only on the last page."""
+    size = limit or 50
+    page = await store.page(before_id=cursor, limit=size + 1, user_id=user_id, event=event,
+                            after=after)
+    shown = page[:size]
+    return {"events": [view(e) for e in shown],
+            "next_cursor": shown[-1].id if len(page) > size else None}
+
+
+async def activity(store: AuditStore, user_id: str) -> dict[str, object]:
+    """A user's own recent security events (``GET /v1/users/me/activity``)."""
+    page = await store.page(before_id=None, limit=ACTIVITY_SHOWN, user_id=user_id)
+    return {"events": [view(e) for e in page]}

@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
+from redis.asyncio.cluster import RedisCluster
 
 from authnode.clients.redis import RedisClient, redis_unavailable
 from authnode.errors import RateLimited
@@ -208,6 +209,11 @@ class RateLimiter(Protocol):
         """The reserved attempt's password was right: it is no failure."""
         ...
 
+    async def clear_lockout(self, account: str) -> int:
+        """Forget every counted failure of ``account`` (support unlocks it); the number of
+        counters removed."""
+        ...
+
 
 class RedisRateLimiter:
     """Limits shared by all instances through Redis (see the module's docstring).
@@ -263,6 +269,23 @@ class RedisRateLimiter:
             with anyio.fail_after(self._timeout_s):
                 await self._release_script(keys=_lockout_keys(account, client))
 
+    async def clear_lockout(self, account: str) -> int:
+        """Every counter of the account shares its hash tag, so one node holds them all:
+        scanned there (rare: an operator's unlock), then deleted one by one."""
+        total_key = redis_keys.login_failures_total(account)
+        pattern = total_key.removesuffix(":all") + ":*"
+        async with redis_unavailable():
+            with anyio.fail_after(self._timeout_s * 4):
+                if isinstance(self._redis, RedisCluster):
+                    node = self._redis.get_node_from_key(total_key)
+                    found = [k async for k in self._redis.scan_iter(
+                        match=pattern, count=500, target_nodes=node)]
+                else:
+                    found = [k async for k in self._redis.scan_iter(match=pattern, count=500)]
+                for key in found:
+                    await self._redis.delete(key)
+        return len(found)
+
 
 def _lockout_keys(account: str, client: str) -> list[str]:
     return [redis_keys.login_failures(account, client),
@@ -285,3 +308,6 @@ class NullRateLimiter:
 
     async def release_attempt(self, account: str, client: str) -> None:
         return None
+
+    async def clear_lockout(self, account: str) -> int:
+        return 0

@@ -26,6 +26,7 @@ from authnode.mfa.challenges import MfaChallenges
 from authnode.mfa.context import MfaContext
 from authnode.operators.audit import AuditLog
 from authnode.repositories.memory import (
+    MemoryAdminKeyStore,
     MemoryAuditStore,
     MemoryEmailTokenStore,
     MemoryRegistrationStore,
@@ -80,6 +81,13 @@ class LockoutLimiter:
     async def release_attempt(self, account: str, client: str) -> None:
         self.per_client[account, client] -= 1
         self.per_account[account] -= 1
+
+    async def clear_lockout(self, account: str) -> int:
+        cleared = [key for key in self.per_client if key[0] == account]
+        for key in cleared:
+            del self.per_client[key]
+        self.per_account.pop(account, None)
+        return len(cleared)
 
 
 @dataclass
@@ -161,7 +169,7 @@ async def twins(redis: RedisClient | None = None, **environ: str) -> Twins:
                              challenges=MfaChallenges(unreachable),
                              secrets_newest_first=[config.secret_key],
                              public_url=config.public_url),
-        audit=AuditLog(MemoryAuditStore(), clock=clock),
+        audit=AuditLog(MemoryAuditStore(), clock=clock), admin_keys=MemoryAdminKeyStore(),
         clock=clock)
     mailer = Mailer(settings=config, users=users, email_tokens=email_tokens,
                     registrations=registrations, sent_emails=MemorySentEmailStore(),

@@ -12,7 +12,7 @@ import pytest
 from quart import Quart
 
 from authnode.accounts.context import Accounts
-from authnode.api.access import PUBLIC, USER, access_of, public, requires
+from authnode.api.access import PUBLIC, USER, PrincipalKind, access_of, public, requires
 from authnode.api.app import create_app
 from authnode.observability.metrics import Metrics
 from authnode.settings import load_settings
@@ -39,7 +39,7 @@ def build_app() -> Quart:
                         access_tokens=unreachable, refresh_key=b"k" * 32,
                         revocations=unreachable, limiter=unreachable, outbox=unreachable,
                         profiles=unreachable, mfa=unreachable,
-                        audit=unreachable)
+                        audit=unreachable, admin_keys=unreachable)
     online = OnlineUsers(cast(Any, unreachable), window_s=settings.online_window_s)
     return create_app(accounts, unreachable, {}, metrics=Metrics(environ={}), online=online)
 
@@ -54,14 +54,35 @@ def test_every_route_declares_its_access() -> None:
 def test_the_account_routes_need_a_user_and_the_rest_are_public() -> None:
     app = build_app()
     needs_user = sorted({rule.rule for rule in app.url_map.iter_rules()
-                         if access_of(app, rule.endpoint) != PUBLIC})
+                         if USER in getattr(access_of(app, rule.endpoint), "kinds", ())})
     assert needs_user == ["/v1/auth/logout", "/v1/auth/logout-all", "/v1/auth/password/change",
                           "/v1/auth/reauthenticate", "/v1/auth/reauthenticate/options",
                           "/v1/mfa/recovery-codes", "/v1/mfa/totp", "/v1/mfa/totp/confirm",
                           "/v1/mfa/webauthn", "/v1/mfa/webauthn/<passkey_id>",
                           "/v1/mfa/webauthn/register", "/v1/mfa/webauthn/register/options",
                           "/v1/sessions", "/v1/sessions/<session_id>", "/v1/stats/online",
-                          "/v1/users/me"]
+                          "/v1/users/me", "/v1/users/me/activity"]
+
+
+def test_every_admin_route_needs_an_admin_key_with_a_scope() -> None:
+    app = build_app()
+    declared = {}
+    for rule in app.url_map.iter_rules():
+        access = access_of(app, rule.endpoint)
+        assert access is not None
+        is_admin = PrincipalKind.ADMIN_KEY in access.kinds
+        assert is_admin == rule.rule.startswith("/v1/admin/"), rule.rule
+        if is_admin:
+            assert USER not in access.kinds and access.admin_scopes, rule.rule
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                declared[f"{method} {rule.rule}"] = sorted(access.admin_scopes)
+    reads = {"GET /v1/admin/users": ["users:read"],
+             "GET /v1/admin/users/<user_id>": ["users:read"],
+             "GET /v1/admin/audit": ["audit:read"],
+             "POST /v1/admin/users/<user_id>/sessions/revoke": ["sessions:write"]}
+    for name, scopes in reads.items():
+        assert declared.pop(name) == scopes, name
+    assert declared and all(scopes == ["users:write"] for scopes in declared.values())
 
 
 def test_what_needs_step_up_or_a_recent_authentication() -> None:
@@ -96,8 +117,12 @@ async def test_openapi_documents_exactly_the_declared_requirements() -> None:
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             security = operation[method.lower()].get("security")
-            if access_of(app, rule.endpoint) == PUBLIC:
+            access = access_of(app, rule.endpoint)
+            assert access is not None
+            if access == PUBLIC:
                 assert not security, rule.rule
+            elif access.admin_scopes:
+                assert security == [{"adminKey": sorted(access.admin_scopes)}], rule.rule
             else:
                 assert security == [{"bearer": []}], rule.rule
 
