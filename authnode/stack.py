@@ -143,7 +143,8 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                         registrations=registrations,
                         sent_emails=SentEmailRepository(mongo), sender=sender, limiter=limiter)
         worker = WorkerContext(settings=settings, mailer=mailer, sessions=sessions,
-                               keyring=keyring, observe_job=metrics.observe_job)
+                               keyring=keyring, audit=accounts.audit.store,
+                               observe_job=metrics.observe_job)
         _watch_pools(metrics, settings, hasher, jobs, mongo_pool)
         online = OnlineUsers(redis, window_s=settings.online_window_s)
         async with running(online), anyio.create_task_group() as background:

@@ -75,9 +75,12 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
         tokens = await worker.mailer.email_tokens.purge(now)
         registrations = await worker.mailer.registrations.purge(now)
         sent = await worker.mailer.sent_emails.purge(now - timedelta(days=7))
+        events = await worker.audit.purge(
+            now - timedelta(days=worker.settings.audit_retention_days))
         log.info("purged", extra={"task": "authnode.purge_expired",
                                   "outcome": f"sessions={sessions} tokens={tokens} "
-                                             f"registrations={registrations} sent={sent}"})
+                                             f"registrations={registrations} sent={sent} "
+                                             f"audit_events={events}"})
 
     @app.periodic(cron="*/5 * * * *", periodic_id="rotate_keys")
     @app.task(name="authnode.rotate_signing_key", queue=MAINTENANCE_QUEUE, pass_context=True)

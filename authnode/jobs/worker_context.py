@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from authnode.accounts.emails import Mailer
-from authnode.repositories.protocols import SessionStore
+from authnode.repositories.protocols import AuditStore, SessionStore
 from authnode.settings import Settings
 from authnode.tokens.keyring import KeyRing
 
@@ -21,4 +21,5 @@ class WorkerContext:
     mailer: Mailer
     sessions: SessionStore
     keyring: KeyRing
+    audit: AuditStore
     observe_job: Callable[[str, str, float], None] = field(default=_ignore)
