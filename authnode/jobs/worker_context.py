@@ -9,6 +9,7 @@ from authnode.accounts.emails import Mailer
 from authnode.repositories.protocols import SessionStore
 from authnode.settings import Settings
 from authnode.tokens.keyring import KeyRing
+from authnode.webhooks.delivery import WebhookDeliverer
 
 
 def _ignore(task: str, outcome: str, seconds: float) -> None:
@@ -22,3 +23,4 @@ class WorkerContext:
     sessions: SessionStore
     keyring: KeyRing
     observe_job: Callable[[str, str, float], None] = field(default=_ignore)
+    webhooks: WebhookDeliverer | None = None
