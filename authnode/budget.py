@@ -9,7 +9,7 @@ one worker process (what the systemd units start). Each process holds one set of
   cluster client keeps one pool of that size per node.
 * PostgreSQL: ``POSTGRES_POOL_SIZE``, plus, in a process that runs jobs, one
   ``LISTEN`` connection per procrastinate worker outside the pool (the runtime runs
-  ``WORKERS_PER_WORKER_PROCESS`` of them: the email queue and the maintenance queue).
+  ``WORKERS_PER_WORKER_PROCESS`` of them: the email, maintenance and webhooks queues).
 
 The servers' side: MongoDB ``serverStatus().connections.available`` (FerretDB does not
 report it: "not reported"), PostgreSQL ``max_connections`` minus the superuser-reserved
@@ -38,7 +38,7 @@ log = logging.getLogger("authnode.budget")
 
 SERVERS = ("mongodb", "redis", "postgresql")
 MONGO_MONITOR_CONNECTIONS = 2
-WORKERS_PER_WORKER_PROCESS = 2  # authnode.runtime._run_workers: "email" and "maintenance"
+WORKERS_PER_WORKER_PROCESS = 3  # authnode.runtime._run_workers: email, maintenance, webhooks
 LISTEN_CONNECTIONS_PER_WORKER = 1
 PROBE_TIMEOUT_S = 2.0
 QUICK_CONNECT_TIMEOUT_S = 1.0

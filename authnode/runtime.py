@@ -43,6 +43,7 @@ from authnode.observability.systemd import keep_watchdog_fed, notify, watchdog_i
 from authnode.probes import run_probes
 from authnode.settings import Settings
 from authnode.stack import Stack, open_stack
+from authnode.webhooks.delivery import WEBHOOK_QUEUE
 
 Role = Literal["api", "worker", "all"]
 log = logging.getLogger("authnode.runtime")
@@ -125,6 +126,9 @@ async def _run_workers(stack: Stack, stop: anyio.Event) -> None:
         Worker(app=stack.jobs, queues=[MAINTENANCE_QUEUE],
                concurrency=settings.worker_cpu_concurrency, name="maintenance",
                **common),  # type: ignore[arg-type]
+        # Webhook receivers get a worker of their own: slow ones never hold up emails.
+        Worker(app=stack.jobs, queues=[WEBHOOK_QUEUE], concurrency=settings.worker_concurrency,
+               name="webhooks", **common),  # type: ignore[arg-type]
     ]
     async with anyio.create_task_group() as tasks:
         for worker in workers:
@@ -243,7 +247,8 @@ async def run(settings: Settings, role: Role, *, bind: str,
         async with (open_stack(settings, metrics=metrics) as stack,
                     anyio.create_task_group() as tasks):
             if role != "api":  # the processes that run jobs report the queue
-                metrics.watch_job_queue(stack.jobs.connector, [EMAIL_QUEUE, MAINTENANCE_QUEUE])
+                metrics.watch_job_queue(stack.jobs.connector,
+                                        [EMAIL_QUEUE, MAINTENANCE_QUEUE, WEBHOOK_QUEUE])
             sampling = anyio.CancelScope()
             tasks.start_soon(_in_scope, sampling, metrics.sample_forever)
             if sock is not None:

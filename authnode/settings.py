@@ -465,6 +465,11 @@ class Settings:
         help=f"on SIGTERM /readyz says 503 and the API keeps serving this long before "
              f"closing its listener (default {DRAIN_DELAY_API_S} for the api role, "
              f"0 for --role worker)")
+    # Webhooks
+    webhook_allow_private: bool = setting(
+        "WEBHOOK_ALLOW_PRIVATE", _boolean, "false",
+        help="allow webhook URLs on loopback, private, link-local and other non-public "
+             "addresses (refused by default: SSRF)")
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

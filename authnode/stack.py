@@ -39,6 +39,7 @@ from authnode.repositories.sessions import SessionRepository
 from authnode.repositories.signing_keys import SigningKeyRepository
 from authnode.repositories.spend_guards import SpendGuards
 from authnode.repositories.users import UserRepository
+from authnode.repositories.webhooks import WebhookDeliveryRepository, WebhookEndpointRepository
 from authnode.settings import Settings, require_secret_key
 from authnode.shared.cache import ProfileCache, tombstone_ttl_s
 from authnode.shared.online import OnlineUsers, running
@@ -47,6 +48,8 @@ from authnode.shared.revocations import Revocations
 from authnode.tokens.access import AccessTokens
 from authnode.tokens.keyring import KeyRing
 from authnode.tokens.refresh import refresh_key_from_secret
+from authnode.webhooks.delivery import JobQueueDeliveries, WebhookDeliverer, Webhooks
+from authnode.webhooks.sealing import SecretBox
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Stack:
     accounts: Accounts
     worker: WorkerContext
     online: OnlineUsers
+    webhooks: Webhooks | None = None  # endpoints and emit(), for the API side
 
     def probes(self) -> dict[str, Probe]:
         async def postgresql() -> object:
@@ -79,6 +83,8 @@ async def ensure_indexes(mongo: MongoHandles) -> None:
     await SigningKeyRepository(mongo.primary).ensure_indexes()
     await AdminKeyRepository(mongo).ensure_indexes()
     await AuditRepository(mongo).ensure_indexes()
+    await WebhookEndpointRepository(mongo).ensure_indexes()
+    await WebhookDeliveryRepository(mongo).ensure_indexes()
 
 
 @asynccontextmanager
@@ -94,6 +100,12 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
     jobs = create_job_app(settings)
     sender = sender_from_url(settings.smtp_url,
                              allow_insecure_auth=settings.smtp_allow_insecure_auth)
+    webhook_box = SecretBox([secret, settings.secret_key_previous])
+    webhook_endpoints = WebhookEndpointRepository(mongo)
+    webhook_deliveries = WebhookDeliveryRepository(mongo)
+    deliverer = WebhookDeliverer(endpoints=webhook_endpoints, deliveries=webhook_deliveries,
+                                 box=webhook_box,
+                                 allow_private=settings.webhook_allow_private)
     try:
         await jobs.open_async()
         users = UserRepository(mongo)
@@ -144,7 +156,10 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                         sent_emails=SentEmailRepository(mongo), sender=sender, limiter=limiter)
         worker = WorkerContext(settings=settings, mailer=mailer, sessions=sessions,
                                keyring=keyring, audit=accounts.audit.store,
-                               observe_job=metrics.observe_job)
+                               observe_job=metrics.observe_job, webhooks=deliverer)
+        webhooks = Webhooks(endpoints=webhook_endpoints, deliveries=webhook_deliveries,
+                            queue=JobQueueDeliveries(jobs), box=webhook_box,
+                            allow_private=settings.webhook_allow_private)
         _watch_pools(metrics, settings, hasher, jobs, mongo_pool)
         online = OnlineUsers(redis, window_s=settings.online_window_s)
         async with running(online), anyio.create_task_group() as background:
@@ -152,10 +167,12 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
             background.start_soon(accounts.audit.run)
             try:
                 yield Stack(settings=settings, redis=redis, mongo=mongo, jobs=jobs,
-                            keyring=keyring, accounts=accounts, worker=worker, online=online)
+                            keyring=keyring, accounts=accounts, worker=worker, online=online,
+                            webhooks=webhooks)
             finally:
                 background.cancel_scope.cancel()  # audit.run writes what is left first
     finally:
+        await deliverer.aclose()
         await sender.aclose()
         await jobs.close_async()
         await mongo.close()

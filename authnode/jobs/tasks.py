@@ -20,6 +20,7 @@ from authnode.accounts.outbox import EmailKind
 from authnode.jobs.app import EMAIL_QUEUE, MAINTENANCE_QUEUE, SEND_EMAIL_TASK
 from authnode.jobs.worker_context import WorkerContext
 from authnode.settings import Settings
+from authnode.webhooks import delivery as webhooks
 
 log = logging.getLogger("authnode.jobs")
 
@@ -62,6 +63,25 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
                                    "outcome": outcome,
                                    "duration_ms": round((time.perf_counter() - started)
                                                         * 1000, 2)})
+
+    @app.task(name=webhooks.DELIVER_WEBHOOK_TASK, queue=webhooks.WEBHOOK_QUEUE,
+              pass_context=True, retry=webhooks.retry_strategy())
+    async def deliver_webhook(context: JobContext, endpoint_id: str, webhook_id: str,
+                              event: dict[str, Any]) -> None:
+        """One attempt to POST one event to one endpoint (see authnode.webhooks.delivery)."""
+        worker = _worker_context(context)
+        if worker.webhooks is None:
+            raise RuntimeError("this worker has no webhook deliverer")
+        job = context.job
+        # The last run procrastinate allows: a failure now fails the job for good.
+        final = job.attempts >= webhooks.RETRIES
+        started = time.perf_counter()
+        outcome = "failed" if final else "retried"
+        try:
+            outcome = await worker.webhooks.attempt(endpoint_id, webhook_id, event, final=final)
+        finally:
+            worker.observe_job(webhooks.DELIVER_WEBHOOK_TASK, outcome,
+                               time.perf_counter() - started)
 
     @app.periodic(cron="*/10 * * * *", periodic_id="purge")
     @app.task(name="authnode.purge_expired", queue=MAINTENANCE_QUEUE, pass_context=True)

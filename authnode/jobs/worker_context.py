@@ -9,6 +9,7 @@ from authnode.accounts.emails import Mailer
 from authnode.repositories.protocols import AuditStore, SessionStore
 from authnode.settings import Settings
 from authnode.tokens.keyring import KeyRing
+from authnode.webhooks.delivery import WebhookDeliverer
 
 
 def _ignore(task: str, outcome: str, seconds: float) -> None:
@@ -23,3 +24,4 @@ class WorkerContext:
     keyring: KeyRing
     audit: AuditStore
     observe_job: Callable[[str, str, float], None] = field(default=_ignore)
+    webhooks: WebhookDeliverer | None = None

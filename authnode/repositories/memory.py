@@ -27,6 +27,8 @@ from authnode.repositories.records import (
     SecondFactors,
     Session,
     User,
+    WebhookDelivery,
+    WebhookEndpoint,
     spent_prefix,
 )
 from authnode.repositories.sessions import (
@@ -575,6 +577,75 @@ class MemoryAuditStore:
             del self._events[event_id]
         return len(old)
 
+class MemoryWebhookEndpointStore:
+    """Twin of :class:`~authnode.repositories.webhooks.WebhookEndpointRepository`."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str, WebhookEndpoint] = {}
+
+    async def insert(self, endpoint: WebhookEndpoint) -> None:
+        await _round_trip()
+        if endpoint.id in self._endpoints:
+            raise ValueError(f"duplicate endpoint id {endpoint.id}")
+        self._endpoints[endpoint.id] = dataclasses.replace(
+            endpoint, created_at=_ms(endpoint.created_at),
+            deleted_at=_ms(endpoint.deleted_at) if endpoint.deleted_at else None)
+
+    async def by_id(self, endpoint_id: str) -> WebhookEndpoint | None:
+        await _round_trip()
+        return self._endpoints.get(endpoint_id)
+
+    async def live(self) -> list[WebhookEndpoint]:
+        await _round_trip()
+        return sorted((e for e in self._endpoints.values() if e.deleted_at is None),
+                      key=lambda e: (e.created_at, e.id))
+
+    async def delete(self, endpoint_id: str, now: datetime) -> bool:
+        await _round_trip()
+        found = self._endpoints.get(endpoint_id)
+        if found is None or found.deleted_at is not None:
+            return False
+        self._endpoints[endpoint_id] = dataclasses.replace(found, deleted_at=_ms(now),
+                                                           sealed_secret=None)
+        return True
+
+
+class MemoryWebhookDeliveryStore:
+    """Twin of :class:`~authnode.repositories.webhooks.WebhookDeliveryRepository`."""
+
+    def __init__(self) -> None:
+        self._deliveries: dict[str, WebhookDelivery] = {}
+
+    async def get(self, delivery_id: str) -> WebhookDelivery | None:
+        await _round_trip()
+        return self._deliveries.get(delivery_id)
+
+    async def replace(self, delivery: WebhookDelivery) -> bool:
+        await _round_trip()
+        stored = self._deliveries.get(delivery.id)
+        if (stored.version if stored else 0) != delivery.version - 1:
+            return False
+        self._deliveries[delivery.id] = dataclasses.replace(
+            delivery, created_at=_ms(delivery.created_at), updated_at=_ms(delivery.updated_at),
+            attempts=tuple(dataclasses.replace(a, at=_ms(a.at)) for a in delivery.attempts))
+        return True
+
+    async def for_endpoint(self, endpoint_id: str, limit: int) -> list[WebhookDelivery]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        await _round_trip()
+        found = sorted((d for d in self._deliveries.values() if d.endpoint_id == endpoint_id),
+                       key=lambda d: (d.created_at, d.id), reverse=True)
+        return found[:limit]
+
+    async def purge(self, updated_before: datetime) -> int:
+        await _round_trip()
+        doomed = [key for key, d in self._deliveries.items()
+                  if d.updated_at < _ms(updated_before)]
+        for key in doomed:
+            del self._deliveries[key]
+        return len(doomed)
+
 
 if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Protocol
     from authnode.clients.mongo import MongoHandles
@@ -612,3 +683,15 @@ if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Pr
         del users, sessions, email_tokens, registrations, sent_emails, guards, factors, keys
         del admin_keys, audit
 
+
+    from authnode.repositories.webhooks import (
+        WebhookDeliveryRepository,
+        WebhookEndpointRepository,
+    )
+
+    def _both_webhooks(mongo: MongoHandles) -> None:
+        endpoints: list[protocols.WebhookEndpointStore] = [MemoryWebhookEndpointStore(),
+                                                           WebhookEndpointRepository(mongo)]
+        deliveries: list[protocols.WebhookDeliveryStore] = [MemoryWebhookDeliveryStore(),
+                                                            WebhookDeliveryRepository(mongo)]
+        del endpoints, deliveries

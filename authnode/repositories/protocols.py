@@ -18,6 +18,8 @@ from authnode.repositories.records import (
     SecondFactors,
     Session,
     User,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 
@@ -224,3 +226,35 @@ class AuditStore(Protocol):
         ...
 
     async def purge(self, before: datetime) -> int: ...
+
+class WebhookEndpointStore(Protocol):
+    async def insert(self, endpoint: WebhookEndpoint) -> None: ...
+
+    async def by_id(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """The endpoint, deleted or not."""
+        ...
+
+    async def live(self) -> list[WebhookEndpoint]:
+        """The endpoints not deleted, oldest first."""
+        ...
+
+    async def delete(self, endpoint_id: str, now: datetime) -> bool:
+        """Mark a live endpoint deleted and drop its secret; False if there was none."""
+        ...
+
+
+class WebhookDeliveryStore(Protocol):
+    async def get(self, delivery_id: str) -> WebhookDelivery | None: ...
+
+    async def replace(self, delivery: WebhookDelivery) -> bool:
+        """Store ``delivery`` if the stored version is ``delivery.version - 1`` (none
+        stored: version 1); False when another change came first."""
+        ...
+
+    async def for_endpoint(self, endpoint_id: str, limit: int) -> list[WebhookDelivery]:
+        """Up to ``limit`` deliveries to the endpoint, newest first."""
+        ...
+
+    async def purge(self, updated_before: datetime) -> int:
+        """Delete deliveries last changed before ``updated_before``; how many."""
+        ...

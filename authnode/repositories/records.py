@@ -183,3 +183,54 @@ class AuditEvent:
     ip: str | None = None
     user_agent: str | None = None
     request_id: str | None = None
+
+def new_webhook_endpoint_id() -> str:
+    return "whe_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """A URL that receives events. ``events``: the event types it asked for.
+    ``sealed_secret``: its ``whsec_`` signing secret sealed under SECRET_KEY (see
+    webhooks/delivery); dropped (None) when the endpoint is deleted. A deleted endpoint is
+    kept, so its deliveries still name it."""
+
+    id: str
+    url: str
+    events: tuple[str, ...]
+    description: str
+    sealed_secret: bytes | None
+    created_at: datetime
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One POST of a webhook: the receiver's status code, or the error that stopped it."""
+
+    at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event for one endpoint and its attempts, oldest first; ``id`` is
+    ``{endpoint_id}:{webhook_id}``. ``status``: ``pending`` (will be retried),
+    ``succeeded`` or ``failed`` (no attempt left, or the endpoint was deleted).
+    ``version`` grows with each change (the store's compare-and-set)."""
+
+    id: str
+    endpoint_id: str
+    webhook_id: str
+    event_type: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    version: int = 0
+    attempts: tuple[DeliveryAttempt, ...] = ()

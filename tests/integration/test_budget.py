@@ -61,13 +61,13 @@ async def test_a_greedy_instance_is_warned_about_at_startup(
         redis_target: RedisTarget, mongo_uri: str, postgres_url: str,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="authnode.budget")
-    # 3 processes x 40 + 2 LISTEN = 122 PostgreSQL connections: over 25 % of ~190 free.
+    # 3 processes x 40 + 3 LISTEN = 123 PostgreSQL connections: over 25 % of ~190 free.
     settings = _settings(redis_target, mongo_uri, postgres_url, POSTGRES_POOL_SIZE="40",
                          CONNECTION_SHARE_WARN_PERCENT="25")
     await log_at_startup(settings, {})
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
-    assert "122 postgresql connections" in warnings[0]
+    assert "123 postgresql connections" in warnings[0]
     assert "CONNECTION_SHARE_WARN_PERCENT=25%" in warnings[0]
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert "2 API processes + 1 worker process" in info[0]

@@ -61,7 +61,7 @@ def test_demand_counts_pools_monitors_and_listen_connections() -> None:
     demand = instance_demand(_settings(), Processes(total=5, with_workers=1))
     assert demand["mongodb"].connections == 5 * (10 + 2)
     assert demand["redis"].connections == 5 * 20
-    assert demand["postgresql"].connections == 5 * 5 + 2  # two workers LISTEN in one process
+    assert demand["postgresql"].connections == 5 * 5 + 3  # three workers LISTEN in one process
     assert "per server" in demand["redis"].formula
     cluster = instance_demand(_settings(REDIS_MODE="cluster",
                                         REDIS_URL="redis://a:1,redis://b:2"),
@@ -72,20 +72,20 @@ def test_demand_counts_pools_monitors_and_listen_connections() -> None:
 def test_shares_and_warnings() -> None:
     settings = _settings(CONNECTION_SHARE_WARN_PERCENT="25")
     processes = instance_processes(settings)
-    demand = instance_demand(settings, processes)  # mongodb 60, redis 100, postgresql 27
+    demand = instance_demand(settings, processes)  # mongodb 60, redis 100, postgresql 28
     capacities = {
         "mongodb": Capacity(reachable=True, free=1000, detail="serverStatus"),  # 6 %
         "redis": Capacity(reachable=True, free=0, detail="full"),  # none left
-        "postgresql": postgres_capacity(100, 3, 7),  # 27 of 90 free: 30 %
+        "postgresql": postgres_capacity(100, 3, 27),  # 28 of 70 free: 40 %
     }
     items = {item.demand.server: item for item in assess(demand, capacities, 25)}
     assert items["mongodb"].share_percent == pytest.approx(6.0)
     assert not items["mongodb"].over
     assert items["redis"].share_percent == math.inf and items["redis"].over
-    assert items["postgresql"].share_percent == pytest.approx(30.0)
+    assert items["postgresql"].share_percent == pytest.approx(40.0)
     assert items["postgresql"].over
     text = warning_text(items["postgresql"], 25)
-    assert "27 postgresql connections" in text and "30%" in text
+    assert "28 postgresql connections" in text and "40%" in text
     assert "CONNECTION_SHARE_WARN_PERCENT=25%" in text
     assert "more than all" in warning_text(items["redis"], 25)
 
