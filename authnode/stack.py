@@ -48,8 +48,8 @@ from authnode.shared.revocations import Revocations
 from authnode.tokens.access import AccessTokens
 from authnode.tokens.keyring import KeyRing
 from authnode.tokens.refresh import refresh_key_from_secret
+from authnode.tokens.sealing import WEBHOOK_SECRETS, SealedBox
 from authnode.webhooks.delivery import JobQueueDeliveries, WebhookDeliverer, Webhooks
-from authnode.webhooks.sealing import SecretBox
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
     jobs = create_job_app(settings)
     sender = sender_from_url(settings.smtp_url,
                              allow_insecure_auth=settings.smtp_allow_insecure_auth)
-    webhook_box = SecretBox([secret, settings.secret_key_previous])
+    webhook_box = SealedBox([secret, settings.secret_key_previous], purpose=WEBHOOK_SECRETS)
     webhook_endpoints = WebhookEndpointRepository(mongo)
     webhook_deliveries = WebhookDeliveryRepository(mongo)
     deliverer = WebhookDeliverer(endpoints=webhook_endpoints, deliveries=webhook_deliveries,

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from authnode.mfa.challenges import MfaChallenges
 from authnode.mfa.passkeys import RelyingParty
 from authnode.mfa.recovery_codes import RecoveryCodeHasher
-from authnode.mfa.sealing import SeedBox
 from authnode.repositories.protocols import SecondFactorStore, SpendGuardStore
 from authnode.settings import Secret
+from authnode.tokens.sealing import TOTP_SEEDS, SealedBox
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class MfaContext:
     factors: SecondFactorStore
     guards: SpendGuardStore  # single use of a recovery code, atomic on any store
     challenges: MfaChallenges
-    seeds: SeedBox
+    seeds: SealedBox  # TOTP seeds
     recovery: RecoveryCodeHasher
     relying_party: RelyingParty
     issuer: str  # shown by authenticator apps next to the account
@@ -31,5 +31,5 @@ class MfaContext:
         keys = [secret for secret in secrets_newest_first if secret is not None]
         relying_party = RelyingParty.for_public_url(public_url)
         return cls(factors=factors, guards=guards, challenges=challenges,
-                   seeds=SeedBox(keys), recovery=RecoveryCodeHasher(keys),
+                   seeds=SealedBox(keys, purpose=TOTP_SEEDS), recovery=RecoveryCodeHasher(keys),
                    relying_party=relying_party, issuer=relying_party.id)

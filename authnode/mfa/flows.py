@@ -51,9 +51,9 @@ from authnode.mfa import passkeys, totp
 from authnode.mfa.challenges import MAX_MFA_ATTEMPTS, LoginState, PendingLogin
 from authnode.mfa.passkeys import PasskeyError
 from authnode.mfa.recovery_codes import new_codes
-from authnode.mfa.sealing import SealedSecretError
 from authnode.repositories.records import Passkey, SecondFactors, User
 from authnode.tokens.access import Assurance
+from authnode.tokens.sealing import SealedSecretError
 
 log = logging.getLogger(__name__)
 

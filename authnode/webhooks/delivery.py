@@ -46,9 +46,9 @@ from authnode.repositories.records import (
     WebhookEndpoint,
     new_webhook_endpoint_id,
 )
+from authnode.tokens.sealing import SealedBox
 from authnode.webhooks import signing
 from authnode.webhooks.events import Event, WebhookEvent
-from authnode.webhooks.sealing import SecretBox
 from authnode.webhooks.targets import TargetRefused, check
 
 log = logging.getLogger("authnode.webhooks")
@@ -130,7 +130,7 @@ class Webhooks:
     """What the admin routes and the account flows call."""
 
     def __init__(self, *, endpoints: WebhookEndpointStore, deliveries: WebhookDeliveryStore,
-                 queue: DeliveryQueue, box: SecretBox, allow_private: bool,
+                 queue: DeliveryQueue, box: SealedBox, allow_private: bool,
                  clock: Callable[[], float] = time.time) -> None:
         self._endpoints = endpoints
         self._deliveries = deliveries
@@ -201,7 +201,7 @@ class WebhookDeliverer:
     timeouts through ``connect_timeout_s`` / ``total_timeout_s`` instead)."""
 
     def __init__(self, *, endpoints: WebhookEndpointStore, deliveries: WebhookDeliveryStore,
-                 box: SecretBox, allow_private: bool,
+                 box: SealedBox, allow_private: bool,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S,
                  total_timeout_s: float = TOTAL_TIMEOUT_S,
                  clock: Callable[[], float] = time.time) -> None:

@@ -1,9 +1,9 @@
 """Fault 3: SIGTERM to one of two API processes sharing a port (SO_REUSEPORT), under load.
 
-No client may see a failed request: the stopping process closes its listener, answers the
-requests it is given with ``Connection: close`` (so clients reconnect, and the kernel sends
-them to the process that stays), and closes a keep-alive connection only after it has been
-idle for a moment rather than at the instant the stop begins. It then exits 0 within
+No client may see a failed request: the stopping process drains (1 s here) answering every
+request with ``Connection: close`` (so clients reconnect, and the kernel sends them to
+either listener), then closes its listener, and closes a keep-alive connection only after
+it has been idle for a moment rather than at the instant the stop begins. It then exits 0 within
 ``SHUTDOWN_TIMEOUT_MS``.
 
 One failure authnode cannot prevent: a connection the kernel has just queued on the
@@ -40,6 +40,7 @@ from tests.services import SmtpRecorder, free_port, wait_until
 pytestmark = pytest.mark.alone
 
 SHUTDOWN_TIMEOUT_MS = 10000
+DRAIN_DELAY_S = "1"
 CLIENTS = 8
 FRESH_CONNECTION_CLIENTS = 3
 MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
@@ -70,7 +71,10 @@ def _wait_serving(process: AuthnodeProcess) -> None:
 @pytest.mark.anyio
 async def test_sigterm_under_load_loses_no_request(either_env: EnvFactory, smtp: SmtpRecorder,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    env = either_env(SHUTDOWN_TIMEOUT_MS=str(SHUTDOWN_TIMEOUT_MS))
+    # With a drain delay (as every API process has: 5 s by default), each response after
+    # the SIGTERM says Connection: close, so when the listener closes no client is left on
+    # an idle keep-alive connection to send its next request into a closing one.
+    env = either_env(SHUTDOWN_TIMEOUT_MS=str(SHUTDOWN_TIMEOUT_MS), DRAIN_DELAY_S=DRAIN_DELAY_S)
     port = free_port()
     first = env.start("api", port=port, wait=False, name="api-first")
     second = env.start("api", port=port, wait=False, name="api-second")

@@ -23,10 +23,10 @@ from authnode.clients.mongo import create_mongo
 from authnode.jobs.app import create_job_app
 from authnode.repositories.webhooks import WebhookDeliveryRepository, WebhookEndpointRepository
 from authnode.settings import load_settings
+from authnode.tokens.sealing import WEBHOOK_SECRETS, SealedBox
 from authnode.tuning import HostResources
 from authnode.webhooks.delivery import JobQueueDeliveries, Webhooks
 from authnode.webhooks.events import Event, WebhookEvent
-from authnode.webhooks.sealing import SecretBox
 from tests.faults.conftest import EnvFactory
 from tests.faults.load import show
 from tests.webhook_receiver import running_receiver
@@ -48,7 +48,8 @@ async def test_worker_sigkilled_mid_post_still_delivers_with_the_same_id(
     try:
         deliveries = WebhookDeliveryRepository(mongo)
         webhooks = Webhooks(endpoints=WebhookEndpointRepository(mongo), deliveries=deliveries,
-                            queue=JobQueueDeliveries(jobs), box=SecretBox([settings.secret_key]),
+                            queue=JobQueueDeliveries(jobs), box=SealedBox([settings.secret_key],
+                                                               purpose=WEBHOOK_SECRETS),
                             allow_private=True)
         async with running_receiver(["hang"]) as receiver:
             endpoint, secret = await webhooks.create_endpoint(receiver.url, ["user.created"])
