@@ -50,6 +50,7 @@ from authnode.tokens.keyring import KeyRing
 from authnode.tokens.refresh import refresh_key_from_secret
 from authnode.tokens.sealing import WEBHOOK_SECRETS, SealedBox
 from authnode.webhooks.delivery import JobQueueDeliveries, WebhookDeliverer, Webhooks
+from authnode.webhooks.from_audit import emitter as webhook_emitter
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
         webhooks = Webhooks(endpoints=webhook_endpoints, deliveries=webhook_deliveries,
                             queue=JobQueueDeliveries(jobs), box=webhook_box,
                             allow_private=settings.webhook_allow_private)
+        accounts.audit.on_written = webhook_emitter(webhooks, metrics.audit_event_lost)
         _watch_pools(metrics, settings, hasher, jobs, mongo_pool)
         online = OnlineUsers(redis, window_s=settings.online_window_s)
         async with running(online), anyio.create_task_group() as background:

@@ -61,7 +61,10 @@ async def login(accounts: Accounts, *, email: str, password: str, ip: str,
     try:
         await _reserve_attempt(accounts, address, ip)
     except AccountLocked:
-        accounts.audit.record("login.locked", user_id=None, outcome="refused")
+        # The same lookup as any login's, so a locked answer takes no different time.
+        locked = await accounts.users.by_email(address)
+        accounts.audit.record("login.locked", user_id=locked.id if locked else None,
+                              outcome="refused")
         raise
     user = await accounts.users.by_email(address)
     if user is None:

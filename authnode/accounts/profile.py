@@ -34,6 +34,7 @@ async def rename(accounts: Accounts, principal: Principal, name: str | None) -> 
     user = await accounts.users.update_name(principal.user_id, cleaned, accounts.now())
     if user is None:
         raise InvalidToken()
+    accounts.audit.record("user.updated", user_id=user.id, outcome="name")
     return public_user(user)
 
 

@@ -31,6 +31,7 @@ from authnode.operators.audit import AuditContext
 from authnode.probes import Probe
 from authnode.shared.online import OnlineUsers
 from authnode.tokens.keyring import KeyRing
+from authnode.webhooks.delivery import Webhooks
 
 access_log = logging.getLogger("authnode.access")
 
@@ -56,7 +57,7 @@ def _plain_dicts_skip_conversion(app: Quart) -> None:
 
 
 def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe], *,
-               metrics: Metrics, online: OnlineUsers,
+               metrics: Metrics, online: OnlineUsers, webhooks: Webhooks | None = None,
                draining: Callable[[], bool] = lambda: False) -> Quart:
     settings = accounts.settings
     app = Quart("authnode")
@@ -85,7 +86,7 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     app.register_blueprint(auth_blueprint(accounts, metrics))
     app.register_blueprint(users_blueprint(accounts))
     app.register_blueprint(mfa_blueprint(accounts))
-    app.register_blueprint(operators_blueprint(accounts))
+    app.register_blueprint(operators_blueprint(accounts, webhooks))
     app.register_blueprint(pages_blueprint(accounts))
     app.register_blueprint(stats_blueprint(online))
     # Browsers honour HSTS only over https, and it would pin an http origin's host to

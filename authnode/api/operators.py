@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from quart import Blueprint, Response, g
@@ -11,12 +12,37 @@ from authnode.accounts.context import Accounts
 from authnode.api import schemas
 from authnode.api.access import USER, admin_scope, requires
 from authnode.api.documentation import no_content
+from authnode.errors import Unavailable
 from authnode.operators import audit
 from authnode.operators import users as admin_users
+from authnode.repositories.records import WebhookDelivery, WebhookEndpoint
+from authnode.webhooks.delivery import Webhooks
 
 
-def operators_blueprint(accounts: Accounts) -> Blueprint:
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def _endpoint(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {"id": endpoint.id, "url": endpoint.url, "events": list(endpoint.events),
+            "description": endpoint.description, "created_at": _iso(endpoint.created_at)}
+
+
+def _delivery(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {"webhook_id": delivery.webhook_id, "event_type": delivery.event_type,
+            "status": delivery.status, "created_at": _iso(delivery.created_at),
+            "attempts": [{"at": _iso(a.at), "duration_ms": a.duration_ms,
+                          "status_code": a.status_code, "error": a.error}
+                         for a in delivery.attempts]}
+
+
+def operators_blueprint(accounts: Accounts, webhooks: Webhooks | None = None) -> Blueprint:
     bp = Blueprint("operators", __name__)
+
+    def hooks() -> Webhooks:
+        if webhooks is None:
+            raise Unavailable("webhooks", "Webhooks are not configured in this process.")
+        return webhooks
 
     @bp.get("/v1/admin/users")
     @requires(admin_scope("users:read"))
@@ -111,6 +137,48 @@ def operators_blueprint(accounts: Accounts) -> Blueprint:
         return await audit.events(accounts.audit.store, user_id=query_args.user_id,
                                   event=query_args.event, after=query_args.after,
                                   limit=query_args.limit, cursor=query_args.cursor)
+
+    @bp.post("/v1/admin/webhooks")
+    @requires(admin_scope("webhooks:write"))
+    @validate_request(schemas.WebhookRequest)
+    @document_response(schemas.CreatedWebhook, 201)
+    @document_response(schemas.Error, 422)
+    async def create_webhook(data: schemas.WebhookRequest) -> tuple[dict[str, Any], int]:
+        """Register a receiver for these events. The answer's ``secret`` (``whsec_…``)
+        signs every delivery (Standard Webhooks) and is shown once. Loopback and private
+        addresses are refused unless ``WEBHOOK_ALLOW_PRIVATE=true``."""
+        endpoint, secret = await hooks().create_endpoint(data.url, data.events,
+                                                        data.description)
+        accounts.audit.record("webhook.created", user_id=None, outcome=endpoint.id)
+        return {**_endpoint(endpoint), "secret": secret}, 201
+
+    @bp.get("/v1/admin/webhooks")
+    @requires(admin_scope("webhooks:write"))
+    @document_response(schemas.WebhookEndpoints, 200)
+    async def list_webhooks() -> dict[str, Any]:
+        """The registered receivers (never their secrets)."""
+        return {"webhooks": [_endpoint(e) for e in await hooks().list_endpoints()
+                             if e.deleted_at is None]}
+
+    @bp.delete("/v1/admin/webhooks/<endpoint_id>")
+    @requires(admin_scope("webhooks:write"))
+    @document_response(schemas.Error, 404)
+    @no_content()
+    async def delete_webhook(endpoint_id: str) -> Response:
+        """Stop delivering to a receiver (deliveries already queued end unsent)."""
+        await hooks().delete_endpoint(endpoint_id)
+        accounts.audit.record("webhook.deleted", user_id=None, outcome=endpoint_id)
+        return Response("", status=204)
+
+    @bp.get("/v1/admin/webhooks/<endpoint_id>/deliveries")
+    @requires(admin_scope("webhooks:write"))
+    @document_response(schemas.WebhookDeliveries, 200)
+    @document_response(schemas.Error, 404)
+    async def webhook_deliveries(endpoint_id: str) -> dict[str, Any]:
+        """The last 50 deliveries to a receiver, newest first, with every attempt."""
+        await hooks().get_endpoint(endpoint_id)
+        return {"deliveries": [_delivery(d) for d in
+                               await hooks().list_deliveries(endpoint_id)]}
 
     @bp.get("/v1/users/me/activity")
     @requires(USER)

@@ -293,3 +293,44 @@ class AuditEvents(BaseModel):
 
 class Activity(BaseModel):
     events: list[AuditEventView]
+
+
+class WebhookRequest(_Request):
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(min_length=1, max_length=20)
+    description: str = Field(default="", max_length=500)
+
+
+class WebhookEndpoint(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    description: str
+    created_at: str
+
+
+class CreatedWebhook(WebhookEndpoint):
+    secret: str
+
+
+class WebhookEndpoints(BaseModel):
+    webhooks: list[WebhookEndpoint]
+
+
+class WebhookAttempt(BaseModel):
+    at: str
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+
+
+class WebhookDelivery(BaseModel):
+    webhook_id: str
+    event_type: str
+    status: str
+    created_at: str
+    attempts: list[WebhookAttempt]
+
+
+class WebhookDeliveries(BaseModel):
+    deliveries: list[WebhookDelivery]

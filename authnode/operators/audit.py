@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -80,6 +80,8 @@ class AuditLog:
     def __init__(self, store: AuditStore, *, clock: Callable[[], float] = time.time,
                  on_failure: Callable[[], None] = _ignore) -> None:
         self.store = store
+        # Called with each batch once it is stored (the webhooks hook in here).
+        self.on_written: Callable[[list[AuditEvent]], Awaitable[None]] | None = None
         self._clock = clock
         self._on_failure = on_failure
         self._send: MemoryObjectSendStream[AuditEvent]
@@ -123,6 +125,8 @@ class AuditLog:
             log.error("audit events not written", extra={
                 "outcome": f"{len(batch)} lost: {type(error).__name__}"})
             return 0
+        if self.on_written is not None:
+            await self.on_written(batch)
         return len(batch)
 
     async def run(self) -> None:

@@ -82,6 +82,11 @@ def test_every_admin_route_needs_an_admin_key_with_a_scope() -> None:
              "POST /v1/admin/users/<user_id>/sessions/revoke": ["sessions:write"]}
     for name, scopes in reads.items():
         assert declared.pop(name) == scopes, name
+    hooks = {name: declared.pop(name) for name in list(declared) if "/webhooks" in name}
+    assert set(hooks) == {"POST /v1/admin/webhooks", "GET /v1/admin/webhooks",
+                          "DELETE /v1/admin/webhooks/<endpoint_id>",
+                          "GET /v1/admin/webhooks/<endpoint_id>/deliveries"}
+    assert all(scopes == ["webhooks:write"] for scopes in hooks.values())
     assert declared and all(scopes == ["users:write"] for scopes in declared.values())
 
 
