@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -166,6 +166,8 @@ async def events(store: AuditStore, *, user_id: str | None, event: str | None,
                  cursor: str | None) -> dict[str, object]:
     """A page of events, newest first; ``next_cursor`` is null only on the last page."""
     size = limit or 50
+    if after is not None and after.tzinfo is None:
+        after = after.replace(tzinfo=UTC)  # a time without a zone is UTC
     page = await store.page(before_id=cursor, limit=size + 1, user_id=user_id, event=event,
                             after=after)
     shown = page[:size]

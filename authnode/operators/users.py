@@ -7,7 +7,7 @@ what it did in the audit log (the actor is bound by the caller: the admin key's 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from authnode.accounts import moderation
@@ -53,6 +53,8 @@ async def find(accounts: Accounts, *, email: str | None, email_prefix: str | Non
     prefix = email_prefix.strip().lower() if email_prefix is not None else None
     if prefix is not None and not prefix:
         raise InvalidRequest("email_prefix: expected at least one character")
+    if created_after is not None and created_after.tzinfo is None:
+        created_after = created_after.replace(tzinfo=UTC)  # a time without a zone is UTC
     page = await accounts.users.page(after_id=cursor, limit=size + 1, email=exact,
                                      email_prefix=prefix, created_after=created_after)
     more = len(page) > size
