@@ -197,3 +197,18 @@ def test_a_user_sees_their_own_activity(authnode: AuthnodeProcess, smtp: SmtpRec
     assert succeeded["user_agent"] == "activity-test/1.0" and succeeded["ip"]
     assert [e["id"] for e in events] == sorted((e["id"] for e in events), reverse=True)
 
+
+
+def test_each_key_is_rate_limited(authnode_env: AuthnodeEnv) -> None:
+    env = authnode_env.with_overrides(ADMIN_KEY_LIMIT="3/1m")
+    first = create_key(env, "busy", "users:read")["key"]
+    second = create_key(env, "other", "users:read")["key"]
+    with running(env, "api") as process:
+        for _ in range(3):
+            assert process.client.get("/v1/admin/users", headers=bearer(first)
+                                      ).status_code == 200
+        limited = process.client.get("/v1/admin/users", headers=bearer(first))
+        assert_error(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) > 0
+        assert process.client.get("/v1/admin/users", headers=bearer(second)
+                                  ).status_code == 200, "another key has its own limit"
