@@ -95,12 +95,14 @@ def register_tasks(app: procrastinate.App, settings: Settings) -> None:
         tokens = await worker.mailer.email_tokens.purge(now)
         registrations = await worker.mailer.registrations.purge(now)
         sent = await worker.mailer.sent_emails.purge(now - timedelta(days=7))
-        events = await worker.audit.purge(
-            now - timedelta(days=worker.settings.audit_retention_days))
+        kept_since = now - timedelta(days=worker.settings.audit_retention_days)
+        events = await worker.audit.purge(kept_since)
+        if worker.webhooks is not None:
+            events += await worker.webhooks.purge(kept_since)
         log.info("purged", extra={"task": "authnode.purge_expired",
                                   "outcome": f"sessions={sessions} tokens={tokens} "
                                              f"registrations={registrations} sent={sent} "
-                                             f"audit_events={events}"})
+                                             f"audit_events+deliveries={events}"})
 
     @app.periodic(cron="*/5 * * * *", periodic_id="rotate_keys")
     @app.task(name="authnode.rotate_signing_key", queue=MAINTENANCE_QUEUE, pass_context=True)

@@ -222,6 +222,10 @@ class WebhookDeliverer:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def purge(self, updated_before: datetime) -> int:
+        """Forget delivery records untouched since ``updated_before`` (the purge job)."""
+        return await self._deliveries.purge(updated_before)
+
     async def attempt(self, endpoint_id: str, webhook_id: str, event: dict[str, Any], *,
                       final: bool) -> str:
         """One attempt; its outcome (``delivered``, or ``dropped`` when the endpoint is

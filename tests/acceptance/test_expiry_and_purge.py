@@ -228,7 +228,8 @@ def test_purge_removes_exactly_what_has_expired(authnode_env: AuthnodeEnv, smtp:
             "guard": f"refresh:aged-{uuid.uuid4().hex}",
             "guard_fresh": f"refresh:fresh-{uuid.uuid4().hex}",
             "sent": f"job:aged-{uuid.uuid4().hex}",
-            "sent_recently": f"job:recent-{uuid.uuid4().hex}"}
+            "sent_recently": f"job:recent-{uuid.uuid4().hex}",
+            "audit": f"aged-{uuid.uuid4().hex}", "audit_kept": f"kept-{uuid.uuid4().hex}"}
     with _database(env) as mongo:
         db = mongo.get_default_database()
         template = db.sessions.find_one({"_id": _session_id(rotated["refresh_token"])})
@@ -244,6 +245,13 @@ def test_purge_removes_exactly_what_has_expired(authnode_env: AuthnodeEnv, smtp:
             {"_id": aged["sent"], "kind": "verify_email", "sent_at": now - timedelta(days=8)},
             {"_id": aged["sent_recently"], "kind": "verify_email",
              "sent_at": now - timedelta(days=6)}])
+        # AUDIT_RETENTION_DAYS (180 by default) keeps the one and drops the other.
+        db.audit_events.insert_many([
+            {"_id": aged["audit"], "at": now - timedelta(days=181), "event": "login.failed",
+             "user_id": None, "actor": "user", "outcome": "wrong_password"},
+            {"_id": aged["audit_kept"], "at": now - timedelta(days=179),
+             "event": "login.failed", "user_id": None, "actor": "user",
+             "outcome": "wrong_password"}])
         expiring_session = db.sessions.find_one({"_id": _session_id(
             expiring["refresh_token"])})
         expiring_token = db.email_tokens.find_one({"_id": _link_hash(expiring_link)})
@@ -264,6 +272,7 @@ def test_purge_removes_exactly_what_has_expired(authnode_env: AuthnodeEnv, smtp:
     expected["email_tokens"] = {_link_hash(used_link), _link_hash(expiring_link)}
     expected["spend_guards"] = {aged["guard"]}
     expected["sent_emails"] = {aged["sent"]}
+    expected["audit_events"] = {aged["audit"]}
     removed = {name: before[name] - after.get(name, set()) for name in before}
     counts = {name: f"{len(before[name])} -> {len(after.get(name, set()))}"
               for name in sorted(before)}
@@ -281,3 +290,4 @@ def test_purge_removes_exactly_what_has_expired(authnode_env: AuthnodeEnv, smtp:
     assert _link_hash(live_link) in after["email_tokens"]
     assert {aged["guard_fresh"], f"email:{_link_hash(used_link)}"} <= after["spend_guards"]
     assert aged["sent_recently"] in after["sent_emails"]
+    assert aged["audit_kept"] in after["audit_events"]
