@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from authnode.mfa import totp
 from tests.acceptance.test_accounts_support import (
     NEW_PASSWORD,
     OTHER_PASSWORD,
@@ -24,10 +26,13 @@ from tests.acceptance.test_accounts_support import (
     login,
     refresh,
     register,
+    register_verified,
     running,
     wait_email_jobs_settled,
     wait_mail,
 )
+from tests.acceptance.test_admin_api import create_key
+from tests.acceptance.test_mfa import enroll_totp, finish, mfa_required
 from tests.harness import AuthnodeEnv, unique_email
 from tests.services import RecordedMessage, SmtpRecorder, wait_until
 
@@ -127,6 +132,24 @@ def test_whole_account_flow_logs_no_secret(authnode_env: AuthnodeEnv,
                                  json={"password": OTHER_PASSWORD})
         assert deleted.status_code == 204, describe(deleted)
 
+        # Second factors and the admin API: the TOTP seed, recovery codes, the mfa_token,
+        # codes and an admin key are secrets too.
+        second_email, _ = register_verified(client, smtp, prefix="logs-mfa")
+        second = login(client, second_email)
+        secret, codes = enroll_totp(client, second["access_token"], step_offset=1)
+        secrets["totp seed"] = secret
+        secrets.update({f"recovery code {i}": code for i, code in enumerate(codes)})
+        secrets["mfa token"] = mfa_required(client, second_email, ["totp", "recovery_code"])
+        secrets["wrong code"] = "000000" if totp.code_at(secret, time.time()) != "000000" \
+            else "111111"
+        assert finish(client, secrets["mfa token"], secrets["wrong code"]).status_code == 400
+        assert finish(client, secrets["mfa token"], codes[0]).status_code == 200
+        admin_key = create_key(authnode_env, "log-check", "users:read")["key"]
+        secrets["admin key"] = admin_key
+        found = client.get("/v1/admin/users", headers=bearer(admin_key),
+                           params={"email": second_email})
+        assert found.status_code == 200, describe(found)
+
         # X-Request-ID: a printable one of <= 128 characters is kept and returned...
         given = "trace-7f3a9c/" + "x" * 100
         echoed = client.get("/healthz", headers={"X-Request-ID": given})
@@ -153,6 +176,7 @@ def test_whole_account_flow_logs_no_secret(authnode_env: AuthnodeEnv,
     # No email address either, not even its unique local part.
     local = email.split("@")[0]
     assert local not in text and email not in text, "the email address appears in the log"
+    assert second_email.split("@")[0] not in text, "the email address appears in the log"
     assert "Logan" not in text, "the display name appears in the log"
 
     requests = [line for line in lines if line.get("message") == "request"]
