@@ -268,6 +268,24 @@ def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
     return tuple(found)
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated exact origins (``https://app.example.com``, a port if not the
+    default); ``*`` is refused: browsers send cookies only to named origins."""
+    found = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        if part == "*":
+            raise ValueError("* is not allowed: name each origin (cookie sessions need it)")
+        parts = urlsplit(part)
+        if (parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.path not in ("", "/") or parts.query or parts.fragment
+                or parts.username or parts.password):
+            raise ValueError(f"{part!r} is not an origin such as https://app.example.com")
+        found.append(f"{parts.scheme}://{parts.netloc}".lower())
+    return tuple(dict.fromkeys(found))
+
+
 def _optional_bind(raw: str) -> str | None:
     return _bind(raw) if raw.strip() else None
 
@@ -428,6 +446,11 @@ class Settings:
     secret_key_previous: Secret | None = setting(
         "SECRET_KEY_PREVIOUS", _previous_secret, "", secret=True,
         help="the SECRET_KEY before a rotation; only opens signing keys stored under it")
+    # Browsers
+    cors_allowed_origins: tuple[str, ...] = setting(
+        "CORS_ALLOWED_ORIGINS", _origins, "",
+        help="origins of browser apps allowed to call the API (CORS, and the CSRF check of "
+             "cookie sessions); PUBLIC_URL's own origin is always allowed")
     # Edges: proxies, metrics, replicas, SMTP credentials
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
         "TRUSTED_PROXIES", _networks, "",

@@ -133,6 +133,8 @@ def install(app: Quart, accounts: Accounts, online: OnlineUsers) -> None:
         endpoint = request.endpoint
         if endpoint is None:  # no route matched: Quart answers 404/405
             return
+        if request.method == "OPTIONS":  # Quart's automatic answer (a CORS preflight)
+            return
         access = access_of(app, endpoint)
         if access is None:
             log.error("route without an access declaration refused",

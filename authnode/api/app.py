@@ -12,7 +12,7 @@ from quart import Quart, Response, g, request
 from quart_schema import QuartSchema
 
 from authnode.accounts.context import Accounts
-from authnode.api import access
+from authnode.api import access, browser
 from authnode.api.auth import auth_blueprint
 from authnode.api.caching import OPENAPI_MAX_AGE_S, PublicCache
 from authnode.api.documentation import AuthnodeOpenAPIProvider, docs_assets_blueprint
@@ -111,7 +111,8 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
                         and incoming.isprintable() else secrets.token_hex(8))
         audit.bind(request_audit_context)
 
-    access.install(app, accounts, online)  # after start_request: errors carry the request id
+    access.install(app, accounts, online)
+    browser.install_cors(app, settings)  # after start_request: errors carry the request id
 
     @app.after_request
     async def finish_request(response: Response) -> Response:

@@ -7,10 +7,11 @@ from quart_schema import document_response, validate_request
 
 from authnode.accounts import authentication, recovery, registration
 from authnode.accounts.context import Accounts
-from authnode.api import schemas
+from authnode.api import browser, schemas
 from authnode.api.access import USER, public, requires
 from authnode.api.documentation import no_content
 from authnode.api.requests import client_ip, user_agent
+from authnode.errors import InvalidToken
 from authnode.observability.metrics import Metrics
 
 ACCEPTED = ({"status": "verification_sent"}, 202)
@@ -22,7 +23,8 @@ def _empty(status: int = 204) -> Response:
 
 def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     bp = Blueprint("auth", __name__, url_prefix="/v1/auth")
-    trusted_proxies = accounts.settings.trusted_proxies
+    settings = accounts.settings
+    trusted_proxies = settings.trusted_proxies
 
     def ip() -> str:
         """The client address (an IPv6 client's /64): the subject of per-address limits."""
@@ -72,7 +74,7 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @document_response(schemas.MfaRequired, 401)
     @document_response(schemas.Error, 403)
     @document_response(schemas.Error, 429)
-    async def login(data: schemas.LoginRequest) -> dict[str, object]:
+    async def login(data: schemas.LoginRequest) -> Response:
         """Exchange email and password for an access token and a refresh token.
 
         With a second factor enrolled the answer is 401 ``mfa_required`` with an
@@ -82,22 +84,32 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
             issued = await authentication.login(accounts, email=data.email,
                                                 password=data.password, ip=ip(),
                                                 user_agent=user_agent(request))
-        return schemas.Tokens.body(issued)
+        return browser.tokens_response(schemas.Tokens.body(issued), settings,
+                                       cookie=data.transport == "cookie")
 
     @bp.post("/refresh")
     @public
     @validate_request(schemas.RefreshRequest)
     @document_response(schemas.Tokens, 200)
     @document_response(schemas.Error, 401)
+    @document_response(schemas.Error, 403)
     @document_response(schemas.Error, 429)
-    async def refresh(data: schemas.RefreshRequest) -> dict[str, object]:
+    async def refresh(data: schemas.RefreshRequest) -> Response:
         """Rotate a refresh token: the answer carries a new one; the old one is spent.
 
-        Refused (401) once the session was ended, even by a logout or password change
-        that failed halfway. Limited per client address (``REFRESH_IP_LIMIT``)."""
-        issued = await authentication.refresh(accounts, refresh_token=data.refresh_token,
-                                              ip=ip())
-        return schemas.Tokens.body(issued)
+        Without ``refresh_token`` in the body, the cookie of a cookie-transport login is
+        used (and rotated), from an allowed origin only (403 ``csrf_failed``). Refused
+        (401) once the session was ended, even by a logout or password change that failed
+        halfway. Limited per client address (``REFRESH_IP_LIMIT``)."""
+        token = data.refresh_token
+        if token is None:
+            token = browser.refresh_cookie(request, settings)
+            if token is None:
+                raise InvalidToken("No refresh token in the body or the cookie.")
+            browser.check_origin(request, settings)
+        issued = await authentication.refresh(accounts, refresh_token=token, ip=ip())
+        return browser.tokens_response(schemas.Tokens.body(issued), settings,
+                                       cookie=data.refresh_token is None)
 
     @bp.post("/logout")
     @requires(USER)
@@ -108,7 +120,9 @@ def auth_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
 
         Safe to retry: a retry after a failure finishes the job."""
         await authentication.end_session(accounts, g.principal.user_id, g.principal.session_id)
-        return _empty()
+        response = _empty()
+        browser.clear_refresh_cookie(response, settings)
+        return response
 
     @bp.post("/logout-all")
     @requires(USER)

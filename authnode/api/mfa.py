@@ -9,7 +9,7 @@ from quart import Blueprint, Response, g, request
 from quart_schema import document_response, validate_request
 
 from authnode.accounts.context import Accounts
-from authnode.api import schemas
+from authnode.api import browser, schemas
 from authnode.api.access import USER, public, requires
 from authnode.api.documentation import no_content
 from authnode.api.requests import client_ip, user_agent
@@ -124,13 +124,14 @@ def mfa_blueprint(accounts: Accounts) -> Blueprint:
     @document_response(schemas.Error, 400)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 429)
-    async def login_with_code(data: schemas.MfaCodeRequest) -> dict[str, Any]:
+    async def login_with_code(data: schemas.MfaCodeRequest) -> Response:
         """Finish a login with a TOTP or recovery code. 5 wrong codes end the
         ``mfa_token`` (429 after); a TOTP code is accepted once."""
         issued = await flows.login_with_code(accounts, mfa_token=data.mfa_token,
                                              code=data.code, ip=ip(),
                                              user_agent=user_agent(request))
-        return schemas.Tokens.body(issued)
+        return browser.tokens_response(schemas.Tokens.body(issued), accounts.settings,
+                                       cookie=data.transport == "cookie")
 
     @bp.post("/v1/auth/mfa/webauthn/options")
     @public
@@ -149,12 +150,13 @@ def mfa_blueprint(accounts: Accounts) -> Blueprint:
     @document_response(schemas.Error, 400)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 429)
-    async def login_with_passkey(data: schemas.MfaCredentialRequest) -> dict[str, Any]:
+    async def login_with_passkey(data: schemas.MfaCredentialRequest) -> Response:
         """Finish a login with a passkey's answer to those options."""
         issued = await flows.login_with_passkey(accounts, mfa_token=data.mfa_token,
                                                 credential=data.credential, ip=ip(),
                                                 user_agent=user_agent(request))
-        return schemas.Tokens.body(issued)
+        return browser.tokens_response(schemas.Tokens.body(issued), accounts.settings,
+                                       cookie=data.transport == "cookie")
 
     @bp.post("/v1/auth/passkey/options")
     @public
@@ -166,16 +168,17 @@ def mfa_blueprint(accounts: Accounts) -> Blueprint:
 
     @bp.post("/v1/auth/passkey")
     @public
-    @validate_request(schemas.CredentialRequest)
+    @validate_request(schemas.PasskeyLoginRequest)
     @document_response(schemas.Tokens, 200)
     @document_response(schemas.Error, 401)
     @document_response(schemas.Error, 403)
     @document_response(schemas.Error, 429)
-    async def passkey_login(data: schemas.CredentialRequest) -> dict[str, Any]:
+    async def passkey_login(data: schemas.PasskeyLoginRequest) -> Response:
         """Log in with a passkey alone (it must verify the user: PIN or biometric)."""
         issued = await flows.passkey_login(accounts, credential=data.credential, ip=ip(),
                                            user_agent=user_agent(request))
-        return schemas.Tokens.body(issued)
+        return browser.tokens_response(schemas.Tokens.body(issued), accounts.settings,
+                                       cookie=data.transport == "cookie")
 
     # ------------------------------------------------------------------ step-up
 

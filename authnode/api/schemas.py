@@ -33,13 +33,19 @@ class TokenRequest(_Request):
     token: str = Field(max_length=1024)
 
 
+Transport = Literal["body", "cookie"]
+
+
 class LoginRequest(_Request):
     email: str = Field(max_length=320)
     password: str = Field(max_length=4096)
+    transport: Transport = "body"  # "cookie": the refresh token in an HttpOnly cookie
 
 
 class RefreshRequest(_Request):
-    refresh_token: str = Field(max_length=1024)
+    """Without ``refresh_token``: the cookie of a cookie-transport login (send ``{}``)."""
+
+    refresh_token: str | None = Field(default=None, max_length=1024)
 
 
 class ResetPasswordRequest(_Request):
@@ -74,7 +80,8 @@ class Tokens(BaseModel):
     access_token: str
     token_type: Literal["Bearer"]
     expires_in: int
-    refresh_token: str
+    refresh_token: str | None = Field(
+        default=None, description="absent with transport cookie: it is in the cookie")
     user: User
 
     @classmethod
@@ -190,6 +197,7 @@ class MfaTokenRequest(_Request):
 
 class MfaCodeRequest(MfaTokenRequest):
     code: str = Field(max_length=64)
+    transport: Transport = "body"
 
 
 class CredentialRequest(_Request):
@@ -198,6 +206,12 @@ class CredentialRequest(_Request):
 
 class MfaCredentialRequest(MfaTokenRequest):
     credential: dict[str, Any]
+    transport: Transport = "body"
+
+
+class PasskeyLoginRequest(_Request):
+    credential: dict[str, Any]
+    transport: Transport = "body"
 
 
 class PasskeyRegisterRequest(CredentialRequest):
