@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from bson import Binary
-from pymongo.errors import DuplicateKeyError
 
 from authnode.clients.mongo import Document, MongoHandles
 from authnode.repositories.records import Passkey, SecondFactors
+from authnode.repositories.versioned import replace_versioned
 
 COLLECTION = "second_factors"
 
@@ -72,16 +72,8 @@ class SecondFactorRepository:
     async def replace(self, factors: SecondFactors) -> bool:
         """Store ``factors`` (whose ``version`` is one more than the stored one; 1 for a
         user without a document); False when another change came first."""
-        doc = factors_to_document(factors)
-        if factors.version == 1:
-            try:
-                await self._fresh.insert_one(doc)
-            except DuplicateKeyError:
-                return False
-            return True
-        result = await self._fresh.replace_one(
-            {"_id": factors.user_id, "version": factors.version - 1}, doc)
-        return result.matched_count == 1
+        return await replace_versioned(self._fresh, factors.user_id, factors.version,
+                                       factors_to_document(factors))
 
     async def delete(self, user_id: str) -> bool:
         result = await self._fresh.delete_one({"_id": user_id})

@@ -13,10 +13,10 @@ from typing import Any
 
 from bson import Binary
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
 
 from authnode.clients.mongo import Document, MongoHandles
 from authnode.repositories.records import DeliveryAttempt, WebhookDelivery, WebhookEndpoint
+from authnode.repositories.versioned import replace_versioned
 
 ENDPOINTS = "webhook_endpoints"
 DELIVERIES = "webhook_deliveries"
@@ -104,16 +104,8 @@ class WebhookDeliveryRepository:
         return delivery_from_document(doc) if doc is not None else None
 
     async def replace(self, delivery: WebhookDelivery) -> bool:
-        doc = delivery_to_document(delivery)
-        if delivery.version == 1:
-            try:
-                await self._fresh.insert_one(doc)
-            except DuplicateKeyError:
-                return False
-            return True
-        result = await self._fresh.replace_one(
-            {"_id": delivery.id, "version": delivery.version - 1}, doc)
-        return result.matched_count == 1
+        return await replace_versioned(self._fresh, delivery.id, delivery.version,
+                                       delivery_to_document(delivery))
 
     async def for_endpoint(self, endpoint_id: str, limit: int) -> list[WebhookDelivery]:
         if limit < 1:
