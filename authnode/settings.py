@@ -286,6 +286,22 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def _return_url_prefixes(raw: str) -> tuple[str, ...]:
+    """Comma-separated URL prefixes (``https://app.example.com/`` or with a path,
+    ``https://app.example.com/after-login``): where a sign-in may send the browser."""
+    found = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        parts = urlsplit(part)
+        if (parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.query or parts.fragment or parts.username or parts.password
+                or "\\" in part):
+            raise ValueError(f"{part!r} is not a URL prefix such as https://app.example.com/")
+        found.append(f"{parts.scheme}://{parts.netloc}".lower() + (parts.path or "/"))
+    return tuple(dict.fromkeys(found))
+
+
 def _optional_bind(raw: str) -> str | None:
     return _bind(raw) if raw.strip() else None
 
@@ -451,6 +467,10 @@ class Settings:
         "CORS_ALLOWED_ORIGINS", _origins, "",
         help="origins of browser apps allowed to call the API (CORS, and the CSRF check of "
              "cookie sessions); PUBLIC_URL's own origin is always allowed")
+    return_url_allowlist: tuple[str, ...] = setting(
+        "RETURN_URL_ALLOWLIST", _return_url_prefixes, "",
+        help="URL prefixes a sign-in may redirect to (?return_to=); paths on PUBLIC_URL "
+             "are always allowed, anything else goes to /account")
     # Edges: proxies, metrics, replicas, SMTP credentials
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
         "TRUSTED_PROXIES", _networks, "",

@@ -29,6 +29,10 @@ from authnode.settings import Settings
 
 SECURE_COOKIE = "__Host-authnode_refresh"
 DEV_COOKIE = "authnode_refresh"
+# The hosted pages' access token (the JSON API never reads it): HttpOnly like the refresh
+# cookie, and as short-lived as the token, so a page view costs no refresh.
+SECURE_ACCESS_COOKIE = "__Host-authnode_access"
+DEV_ACCESS_COOKIE = "authnode_access"
 CORS_MAX_AGE_S = 600
 CORS_METHODS = ("GET", "POST", "PATCH", "DELETE")
 CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
@@ -65,6 +69,40 @@ def clear_refresh_cookie(response: Response, settings: Settings) -> None:
     response.delete_cookie(cookie_name(settings), path="/",
                            secure=not is_development(settings), httponly=True,
                            samesite="Lax")
+
+
+def access_cookie_name(settings: Settings) -> str:
+    return DEV_ACCESS_COOKIE if is_development(settings) else SECURE_ACCESS_COOKIE
+
+
+def set_page_cookies(response: Response, settings: Settings, body: dict[str, Any]) -> None:
+    """Sign a browser in to the hosted pages: the refresh token (the same cookie as the
+    cookie transport) and the access token, both HttpOnly; SameSite=Lax."""
+    set_refresh_cookie(response, settings, body["refresh_token"])
+    response.set_cookie(access_cookie_name(settings), body["access_token"],
+                        max_age=int(body["expires_in"]), path="/",
+                        secure=not is_development(settings), httponly=True, samesite="Lax")
+
+
+def clear_page_cookies(response: Response, settings: Settings) -> None:
+    clear_refresh_cookie(response, settings)
+    response.delete_cookie(access_cookie_name(settings), path="/",
+                           secure=not is_development(settings), httponly=True,
+                           samesite="Lax")
+
+
+def signed_in_redirect(body: dict[str, Any], settings: Settings, location: str) -> Response:
+    """A 303 to ``location`` (already checked: :mod:`authnode.api.return_urls`) that signs
+    the browser in to the hosted pages and to cookie-transport apps."""
+    response = Response("", status=303, headers={"Location": location,
+                                                 "Cache-Control": "no-store",
+                                                 "Referrer-Policy": "no-referrer"})
+    set_page_cookies(response, settings, body)
+    return response
+
+
+def page_access_cookie(request: Request, settings: Settings) -> str | None:
+    return request.cookies.get(access_cookie_name(settings)) or None
 
 
 def refresh_cookie(request: Request, settings: Settings) -> str | None:
