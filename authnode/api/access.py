@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from quart import Quart, g, request
+from quart import Quart, Response, g, request
 from quart_schema import security_scheme
 
 from authnode.accounts.authentication import authenticate
 from authnode.accounts.context import Accounts
-from authnode.api.requests import bearer_token
+from authnode.api import browser, page_session
+from authnode.api.requests import bearer_token, client_ip
 from authnode.errors import InvalidToken
 from authnode.mfa.flows import require_step_up
 from authnode.operators import keys as admin_keys
@@ -49,9 +50,11 @@ FRAMEWORK_PUBLIC_ENDPOINTS = frozenset({"static", "openapi", "swagger_ui"})
 class PrincipalKind(enum.Enum):
     USER = "user"  # an access token of a live session
     ADMIN_KEY = "admin_key"  # an operator's API key (``ak_…``), with scopes
+    PAGE_USER = "page_user"  # a browser signed in to the hosted pages (its cookies)
 
 
 USER = PrincipalKind.USER
+PAGE_USER = PrincipalKind.PAGE_USER
 
 
 @dataclass(frozen=True)
@@ -103,14 +106,16 @@ def requires(*needs: PrincipalKind | AdminScope, with_profile: bool = False,
     kinds = frozenset(n for n in needs if isinstance(n, PrincipalKind))
     if scopes:
         kinds |= {PrincipalKind.ADMIN_KEY}
-    if kinds == {PrincipalKind.ADMIN_KEY, PrincipalKind.USER}:
-        raise ValueError("a route is for users or for admin keys, not both")
+    if len(kinds) > 1:
+        raise ValueError("a route takes one kind of principal (user, page user, admin key)")
     access = Access(kinds, with_profile=with_profile, recent=recent, step_up=step_up,
                     admin_scopes=scopes)
     scheme = ADMIN_KEY_SCHEME if scopes else BEARER_SCHEME
 
     def declare(view: F) -> F:
         setattr(view, ACCESS_ATTRIBUTE, access)
+        if kinds == {PrincipalKind.PAGE_USER}:
+            return view  # a hosted page (hidden from OpenAPI): its cookies, no scheme
         documented: F = security_scheme([{scheme: sorted(scopes)}])(view)
         return documented
 
@@ -128,20 +133,24 @@ def access_of(app: Quart, endpoint: str) -> Access | None:
 def install(app: Quart, accounts: Accounts, online: OnlineUsers) -> None:
     """Enforce every route's declaration before its view runs."""
 
+    settings = accounts.settings
+
     @app.before_request
-    async def authenticate_request() -> None:
+    async def authenticate_request() -> Response | None:
         endpoint = request.endpoint
         if endpoint is None:  # no route matched: Quart answers 404/405
-            return
+            return None
         if request.method == "OPTIONS":  # Quart's automatic answer (a CORS preflight)
-            return
+            return None
         access = access_of(app, endpoint)
         if access is None:
             log.error("route without an access declaration refused",
                       extra={"route": endpoint})
             raise InvalidToken()
         if access.is_public:
-            return
+            return None
+        if PrincipalKind.PAGE_USER in access.kinds:
+            return await _page_user(access)
         bearer = bearer_token(request)
         if PrincipalKind.ADMIN_KEY in access.kinds:
             admin = await admin_keys.authenticate(
@@ -149,7 +158,7 @@ def install(app: Quart, accounts: Accounts, online: OnlineUsers) -> None:
                 needs=access.admin_scopes)
             g.principal = admin
             g.actor = admin.actor  # the audit log's actor for what this request does
-            return
+            return None
         if admin_keys.is_admin_key(bearer):
             raise InvalidToken()  # an admin key is no user's credential
         g.principal = await authenticate(accounts, bearer,
@@ -157,3 +166,18 @@ def install(app: Quart, accounts: Accounts, online: OnlineUsers) -> None:
         if access.step_up or access.recent:
             await require_step_up(accounts, g.principal, always_recent=access.recent)
         online.mark(g.principal.user_id)  # memory only; flushed to Redis in the background
+        return None
+
+    async def _page_user(access: Access) -> Response | None:
+        """A hosted page: the browser's cookies; a form post must come from an allowed
+        origin (CSRF) before anything else happens. Not signed in: off to ``/login``."""
+        if request.method not in ("GET", "HEAD"):
+            browser.check_origin(request, settings)
+        session = await page_session.open_session(
+            accounts, request, ip=client_ip(request, trusted_proxies=settings.trusted_proxies))
+        if session is None:
+            return page_session.sign_in_redirect(request, accounts)
+        g.principal = session.principal
+        g.page_tokens = session.renewed
+        online.mark(session.principal.user_id)
+        return None

@@ -18,6 +18,7 @@ from authnode.api.caching import OPENAPI_MAX_AGE_S, PublicCache
 from authnode.api.documentation import AuthnodeOpenAPIProvider, docs_assets_blueprint
 from authnode.api.errors import register_error_handlers
 from authnode.api.health import health_blueprint
+from authnode.api.hosted import hosted_blueprint
 from authnode.api.jwks import jwks_blueprint
 from authnode.api.mfa import mfa_blueprint
 from authnode.api.operators import operators_blueprint
@@ -88,6 +89,7 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     app.register_blueprint(mfa_blueprint(accounts))
     app.register_blueprint(operators_blueprint(accounts, webhooks))
     app.register_blueprint(pages_blueprint(accounts))
+    app.register_blueprint(hosted_blueprint(accounts, metrics))
     app.register_blueprint(stats_blueprint(online))
     # Browsers honour HSTS only over https, and it would pin an http origin's host to
     # https: sent only when the public origin is https.

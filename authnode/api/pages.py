@@ -15,7 +15,6 @@ route, never the query string.
 from __future__ import annotations
 
 from html import escape
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from quart import Blueprint, Response, request
 from quart_schema import hide
@@ -23,53 +22,8 @@ from quart_schema import hide
 from authnode.accounts import recovery, registration
 from authnode.accounts.context import Accounts
 from authnode.api.access import public
+from authnode.api.page_render import origin_of, page, redirect, with_query
 from authnode.errors import AuthnodeError, InvalidEmailToken
-
-PAGE_HEADERS = {
-    "Content-Type": "text/html; charset=utf-8",
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-def _content_security_policy(form_origin: str) -> str:
-    """``form_origin``: where the page's form may post (PUBLIC_URL's origin), or 'none'."""
-    return (f"default-src 'none'; style-src 'unsafe-inline'; form-action {form_origin}; "
-            "frame-ancestors 'none'; base-uri 'none'")
-
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;"
-          "padding:0 1rem;line-height:1.5}label,input,button{display:block;font-size:1rem}"
-          "input{width:100%;padding:.5rem;margin:.25rem 0 1rem}button{padding:.5rem 1rem}"
-          ".error{color:#a00}")
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _page(title: str, body: str, status: int = 200, *, form_origin: str = "'none'"
-          ) -> Response:
-    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<meta name="referrer" content="no-referrer"><title>{escape(title)}</title>'
-            f"<style>{_STYLE}</style></head><body><main><h1>{escape(title)}</h1>"
-            f"{body}</main></body></html>")
-    return Response(html, status=status, headers={
-        **PAGE_HEADERS, "Content-Security-Policy": _content_security_policy(form_origin)})
-
-
-def _with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
-def _redirect(url: str) -> Response:
-    return Response("", status=303, headers={"Location": url, "Cache-Control": "no-store",
-                                             "Referrer-Policy": "no-referrer"})
-
 
 _LINK_DEAD = ("This link does not work",
               "<p>The link is unknown, expired or already used. Ask for a new one from the "
@@ -80,11 +34,11 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
     bp = Blueprint("pages", __name__)
     settings = accounts.settings
     public_url = settings.public_origin  # PUBLIC_URL without a trailing slash
-    form_origin = _origin(public_url)
+    form_origin = origin_of(public_url)
 
     def form_page(title: str, action: str, fields: str, button: str,
                   status: int = 200) -> Response:
-        return _page(title, (
+        return page(title, (
             f'<form method="post" action="{escape(public_url + action)}">{fields}'
             f'<button type="submit">{escape(button)}</button></form>'),
             status, form_origin=form_origin)
@@ -115,9 +69,9 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
         """Shows the button only: a GET (or HEAD) of the link confirms nothing."""
         token = request.args.get("token", "")
         if not token:
-            return _page(_LINK_DEAD[0], "<p>The link has no token.</p>", 400)
+            return page(_LINK_DEAD[0], "<p>The link has no token.</p>", 400)
         if not await registration.link_is_usable(accounts, token=token):
-            return _page(*_LINK_DEAD, 400)
+            return page(*_LINK_DEAD, 400)
         return confirm_form(token)
 
     @bp.post("/verify-email")
@@ -129,11 +83,11 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
             await registration.verify_email(accounts, token=form.get("token", ""))
         except InvalidEmailToken:
             if settings.verify_redirect_url:
-                return _redirect(_with_query(settings.verify_redirect_url, status="invalid"))
-            return _page(*_LINK_DEAD, 400)
+                return redirect(with_query(settings.verify_redirect_url, status="invalid"))
+            return page(*_LINK_DEAD, 400)
         if settings.verify_redirect_url:
-            return _redirect(_with_query(settings.verify_redirect_url, status="verified"))
-        return _page("Email address verified",
+            return redirect(with_query(settings.verify_redirect_url, status="verified"))
+        return page("Email address verified",
                      "<p>Thank you. Your email address is verified; you can log in now.</p>")
 
     @bp.get("/reset-password")
@@ -142,9 +96,9 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
     async def reset_password_page() -> Response:
         token = request.args.get("token", "")
         if settings.reset_redirect_url:
-            return _redirect(_with_query(settings.reset_redirect_url, token=token))
+            return redirect(with_query(settings.reset_redirect_url, token=token))
         if not token:
-            return _page(_LINK_DEAD[0], "<p>The link has no token.</p>", 400)
+            return page(_LINK_DEAD[0], "<p>The link has no token.</p>", 400)
         return reset_form(token)
 
     @bp.post("/reset-password")
@@ -157,12 +111,12 @@ def pages_blueprint(accounts: Accounts) -> Blueprint:
             await recovery.reset_password(accounts, token=token,
                                           password=form.get("password", ""))
         except InvalidEmailToken:
-            return _page(*_LINK_DEAD, 400)
+            return page(*_LINK_DEAD, 400)
         except AuthnodeError as error:
             if error.status == 422:
                 return reset_form(token, error.message, 422)
             raise
-        return _page("Password changed",
+        return page("Password changed",
                      "<p>Your password is changed and every session was signed out. "
                      "You can log in with the new password now.</p>")
 
