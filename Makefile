@@ -1,5 +1,5 @@
 # authnode developer entry points. Everything installs itself: see scripts/bootstrap.sh.
-.PHONY: bootstrap test test-fast lint run stop
+.PHONY: bootstrap test test-fast lint run stop screenshots
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -12,6 +12,11 @@ test:
 # under 2 minutes.
 test-fast:
 	bash scripts/test.sh tests/unit tests/contract -m "not mongo_store" $(ARGS)
+
+# Photograph every hosted page (Chromium) into build/screenshots/, from the browser tests.
+screenshots:
+	AUTHNODE_SCREENSHOT_DIR=$(CURDIR)/build/screenshots bash scripts/test.sh \
+		tests/acceptance/test_hosted_pages_browser.py $(ARGS)
 
 lint: bootstrap
 	.venv/bin/ruff check authnode tests

@@ -11,7 +11,9 @@ from ``http://localhost`` or ``http://127.0.0.1`` (development), where a browser
 
 **CSRF.** A request that the cookie authenticates must come from an allowed origin:
 ``PUBLIC_URL``'s own or one of ``CORS_ALLOWED_ORIGINS``. Its ``Origin`` header is checked;
-without one, ``Sec-Fetch-Site`` must say ``same-origin``; without either it is refused
+without one (or with ``null``, which is what a browser sends for a form on a page with
+``Referrer-Policy: no-referrer``, as ours are), ``Sec-Fetch-Site`` — set by the browser,
+never by a page — must say ``same-origin``; without either it is refused
 (403 ``csrf_failed``, naming the header). ``SameSite=Lax`` already keeps the cookie off
 cross-site POSTs in current browsers; this check does not depend on it. Requests that carry
 their token in the body or the ``Authorization`` header are not affected.
@@ -113,6 +115,10 @@ def refresh_cookie(request: Request, settings: Settings) -> str | None:
 def check_origin(request: Request, settings: Settings) -> None:
     """Refuse a cookie-authenticated request that another site could have made."""
     origin = request.headers.get("Origin")
+    if origin == "null":
+        # What a browser sends for a form on a page with ``Referrer-Policy: no-referrer``
+        # (ours), and for sandboxed or privacy-sensitive contexts: Sec-Fetch-Site decides.
+        origin = None
     if origin is not None:
         if origin.lower() not in allowed_origins(settings):
             raise CsrfFailed("The Origin header names an origin that is not allowed "

@@ -63,7 +63,8 @@ def test_cookie_transport_rotation_csrf_and_logout(authnode_env: AuthnodeEnv,
 
         # CSRF: the cookie alone, without an allowed origin, does nothing.
         for headers in ({}, {"Origin": "https://evil.example"}, {"Origin": "null"},
-                        {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+                        {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                        {"Origin": "null", "Sec-Fetch-Site": "cross-site"}):
             assert_error(_refresh(client, first, **headers), 403, "csrf_failed")
         # From PUBLIC_URL's page, an allowed app, or a same-origin fetch without Origin.
         rotated = _refresh(client, first, Origin=PUBLIC)
