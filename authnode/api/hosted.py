@@ -27,7 +27,12 @@ from authnode.api.access import PAGE_USER, public, requires
 from authnode.api.page_render import field, hidden, message, origin_of, page, redirect
 from authnode.api.requests import client_ip, user_agent
 from authnode.api.return_urls import safe_return_url
-from authnode.errors import AuthnodeError, MfaRequired, ReauthenticationRequired
+from authnode.errors import (
+    AuthnodeError,
+    InvalidRequest,
+    MfaRequired,
+    ReauthenticationRequired,
+)
 from authnode.mfa import flows
 from authnode.observability.metrics import Metrics
 
@@ -50,12 +55,6 @@ SIGNED_OUT = {
 }
 
 
-class _FieldTooLong(AuthnodeError):
-    status = 422
-    code = "invalid_input"
-    default_message = "A field is too long."
-
-
 def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     bp = Blueprint("hosted", __name__)
     settings = accounts.settings
@@ -70,7 +69,7 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         values = await request.form
         found = {name: values.get(name, "") for name in values}
         if any(len(value) > MAX_FIELD_CHARS for value in found.values()):
-            raise _FieldTooLong()
+            raise InvalidRequest(f"A field is longer than {MAX_FIELD_CHARS} characters.")
         return found
 
     def render(title: str, body: str, status: int = 200, *, script_needed: bool = False

@@ -229,6 +229,9 @@ def test_forged_form_posts_are_refused(authnode_env: AuthnodeEnv, smtp: SmtpReco
         assert_error(jar.post("/login", {"email": email, "password": PASSWORD},
                               origin=None), 403, "csrf_failed")
         assert not jar.cookies
+        # An oversized field is a clear 422, not a 500 or a silent cut.
+        assert_error(jar.post("/login", {"email": "a" * 5000, "password": PASSWORD}),
+                     422, "invalid_request")
         _sign_in(jar, email)
         for path, data in [("/account/name", {"name": "pwned"}), ("/logout", {}),
                            ("/account/sign-out-everywhere", {}),
