@@ -43,14 +43,15 @@ HSTS = "max-age=31536000"  # one year; subdomains are the operator's call, not o
 def _plain_dicts_skip_conversion(app: Quart) -> None:
     """quart-schema passes every returned dict through a new pydantic ``TypeAdapter``
     (a fifth of the CPU of ``GET /healthz``, measured: bench/README.md). Our views return
-    plain JSON dicts, which Quart encodes as they are; models still go to quart-schema."""
+    plain JSON dicts, which Quart encodes as they are, or finished Responses (``GET
+    /v1/users/me``); models still go to quart-schema."""
     convert = app.make_response
 
     async def make_response(result: Any) -> Any:
         value = result
         if type(result) is tuple and len(result) == 2 and type(result[1]) is int:
             value = result[0]  # (body, status)
-        if type(value) is dict:
+        if type(value) is dict or type(result) is Response:  # a Response: nothing to convert
             return await Quart.make_response(app, result)
         return await convert(result)
 

@@ -158,6 +158,7 @@ class Metrics:
                 self._exposed, path=self.multiprocess_dir)
         registry = self.registry
 
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.http_requests = Counter(
             "authnode_http_requests", "HTTP requests answered, by route template.",
             ["route", "method", "status"], registry=registry)
@@ -219,9 +220,17 @@ class Metrics:
     # ------------------------------------------------------------------ hooks
 
     def observe_request(self, *, route: str, method: str, status: int, seconds: float) -> None:
-        labels = {"route": route, "method": method_label(method), "status": str(status)}
-        self.http_requests.labels(**labels).inc()
-        self.http_duration.labels(**labels).observe(seconds)
+        # One request: the labelled children are looked up once per label set, not built
+        # again (prometheus-client's labels() validates and locks on every call).
+        key = (route, method_label(method), status)  # all three from fixed vocabularies
+        children = self._request_children.get(key)
+        if children is None:
+            labels = {"route": route, "method": key[1], "status": str(status)}
+            children = (self.http_requests.labels(**labels),
+                        self.http_duration.labels(**labels))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     @contextmanager
     def login_attempt(self) -> Iterator[None]:
