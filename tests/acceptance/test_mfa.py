@@ -24,7 +24,7 @@ from tests.acceptance.test_accounts_support import (
     wait_mail,
 )
 from tests.harness import AuthnodeEnv, AuthnodeProcess
-from tests.services import SmtpRecorder
+from tests.services import SmtpRecorder, wait_until
 from tests.software_authenticator import SoftAuthenticator
 
 ORIGIN = "http://auth.example.test"  # PUBLIC_URL of the acceptance environment
@@ -38,8 +38,38 @@ def _claims(access_token: str) -> dict[str, Any]:
     return claims
 
 
+# The steps whose codes a test has sent, per secret: the server accepts a step once.
+_SENT_STEPS: dict[str, set[int]] = {}
+# Codes are computed with at least this long left in the current step, so that a step
+# boundary cannot carry a code out of the drift window while its request is on the way.
+STEP_MARGIN_S = 10.0
+
+
 def _step_code(secret: str, step_offset: int) -> str:
-    return totp.code_at(secret, time.time() + step_offset * totp.STEP_S)
+    """The code of the step ``step_offset`` from now, or, when that step was already sent
+    (a slow run can cross a step boundary between two codes), the newest unsent step of the
+    drift window; waits for one if none is left. For replays, keep the string."""
+    sent = _SENT_STEPS.setdefault(secret, set())
+    assert abs(step_offset) <= totp.DRIFT_STEPS, "outside the window: use _outside_window"
+
+    def free_step() -> int | None:
+        if totp.STEP_S - time.time() % totp.STEP_S < STEP_MARGIN_S:
+            return None
+        now = totp.current_step(time.time())
+        window = range(now + totp.DRIFT_STEPS, now - totp.DRIFT_STEPS - 1, -1)
+        wanted = [now + step_offset, *window]
+        return next((step for step in wanted if step not in sent), None)
+
+    step = wait_until(free_step, timeout=3 * totp.STEP_S,
+                      message="a TOTP step not yet used by this test")
+    assert step is not None
+    sent.add(step)
+    return totp.code_at(secret, step * totp.STEP_S)
+
+
+def _outside_window(secret: str, steps_back: int = 3) -> str:
+    """A real code of this secret that is too old for the drift window."""
+    return totp.code_at(secret, time.time() - steps_back * totp.STEP_S)
 
 
 def _me(client: httpx.Client, access_token: str) -> dict[str, Any]:
@@ -109,7 +139,7 @@ def test_totp_enrolment_login_replay_and_recovery_codes(
     )["access_token"])["aal"] == 2, "a refresh keeps the session's assurance"
     again = mfa_required(client, email, ["totp", "recovery_code"])
     assert_error(finish(client, again, code), 400, "invalid_code")  # replayed
-    assert_error(finish(client, again, _step_code(secret, -3)), 400, "invalid_code")
+    assert_error(finish(client, again, _outside_window(secret)), 400, "invalid_code")
     assert_tokens(finish(client, again, _step_code(secret, 0)), email=email)
     assert_error(finish(client, again, _step_code(secret, 0)), 401, "invalid_token"), \
         "a finished login's mfa_token is spent"
