@@ -88,11 +88,11 @@ def hypercorn_config(settings: Settings, fd: int) -> HypercornConfig:
 
 
 async def _serve_api(stack: Stack, sock: socket.socket, draining: anyio.Event,
-                     stop: anyio.Event, metrics: Metrics) -> None:
+                     stop: anyio.Event, metrics: Metrics, serving: anyio.Event) -> None:
     app = create_app(stack.accounts, stack.keyring, stack.probes(), metrics=metrics,
                      webhooks=stack.webhooks,
                      online=stack.online,
-                     draining=draining.is_set)
+                     draining=draining.is_set, serving=serving.is_set)
     config = hypercorn_config(stack.settings, sock.detach())
     # Stop without failing requests in flight or on keep-alive connections (see draining).
     linger_idle_connections()
@@ -253,7 +253,7 @@ async def run(settings: Settings, role: Role, *, bind: str,
             sampling = anyio.CancelScope()
             tasks.start_soon(_in_scope, sampling, metrics.sample_forever)
             if sock is not None:
-                tasks.start_soon(_serve_api, stack, sock, draining, stop, metrics)
+                tasks.start_soon(_serve_api, stack, sock, draining, stop, metrics, serving)
             if metrics_sock is not None:
                 tasks.start_soon(_serve_metrics, stack, metrics_sock, stop, metrics)
             if role in ("worker", "all"):

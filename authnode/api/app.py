@@ -60,7 +60,8 @@ def _plain_dicts_skip_conversion(app: Quart) -> None:
 
 def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe], *,
                metrics: Metrics, online: OnlineUsers, webhooks: Webhooks | None = None,
-               draining: Callable[[], bool] = lambda: False) -> Quart:
+               draining: Callable[[], bool] = lambda: False,
+               serving: Callable[[], bool] = lambda: True) -> Quart:
     settings = accounts.settings
     app = Quart("authnode")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -83,7 +84,7 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     _plain_dicts_skip_conversion(app)
     register_error_handlers(app)
     app.register_blueprint(docs_assets_blueprint(app))
-    app.register_blueprint(health_blueprint(probes, draining))
+    app.register_blueprint(health_blueprint(probes, draining, serving))
     app.register_blueprint(jwks_blueprint(keyring, max_age_s=settings.jwks_max_age_s))
     app.register_blueprint(auth_blueprint(accounts, metrics))
     app.register_blueprint(users_blueprint(accounts))
