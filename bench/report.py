@@ -145,3 +145,24 @@ def draw(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def backend_costs(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """The same scenarios on each FerretDB backend (``--ferretdb both``): throughput, and
+    FerretDB's and PostgreSQL's CPU per request or job."""
+    names = [backend for backend, _ in runs]
+    lines = ["", "what FerretDB's backend costs (same scenarios, one run per backend)",
+             f"{'run':<22}" + "".join(f"{n + ' /s':>16}{'ferretdb ms':>13}{'postgres ms':>13}"
+                                      for n in names)]
+    scenario_names = [name for name in runs[0][1]["scenarios"]
+                      if all(name in results["scenarios"] for _, results in runs)]
+    for name in scenario_names:
+        row = f"{name:<22}"
+        for _, results in runs:
+            run = results["scenarios"][name]
+            rate = run.get("rps", run.get("jobs_per_s"))
+            cpu = run.get("cpu_ms_per_request") or run.get("cpu_ms_per_job") or {}
+            row += (f"{_fmt(rate, 1) if rate is not None else '-':>16}"
+                    f"{cpu.get('ferretdb', '-'):>13}{cpu.get('postgres', '-'):>13}")
+        lines.append(row)
+    return "\n".join(lines)

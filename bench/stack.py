@@ -67,7 +67,10 @@ BENCH_SETTINGS = {
 class Services:
     """Redis (single), PostgreSQL, FerretDB and the SMTP recorder, started together."""
 
-    def __init__(self) -> None:
+    def __init__(self, ferretdb_backend: str | None = None) -> None:
+        """``ferretdb_backend``: postgresql or sqlite (default: as the tests choose it,
+        ``AUTHNODE_TEST_FERRETDB_HANDLER``, PostgreSQL unless set)."""
+        self.ferretdb_backend = ferretdb_backend or ferretdb_handler()
         self.dir = Path(tempfile.mkdtemp(prefix="authnode-bench-"))
         self.dir.chmod(0o755)  # the postgres OS user must reach its folder
         self.redis = RedisServer(free_port(), self.dir / "redis", name="redis-bench")
@@ -78,7 +81,7 @@ class Services:
     def start(self) -> None:
         self.redis.start()
         self.postgres.start()
-        if ferretdb_handler() == "postgresql":  # AUTHNODE_TEST_FERRETDB_HANDLER=sqlite: files
+        if self.ferretdb_backend == "postgresql":  # sqlite: files in its folder
             self.mongo.postgresql_url = self.postgres.ensure_database(POSTGRESQL_DATABASE)
         self.mongo.start()
         self.smtp.start()
