@@ -10,9 +10,11 @@ filter holds the current hash; see repositories/sessions). The token just replac
 presented again within ``REFRESH_REUSE_GRACE_S``, is a concurrent refresh from the same
 client and gets the same successor (see :mod:`authnode.tokens.refresh`); presented later,
 or any older token of the session presented at all, it was stolen or replayed, and the
-whole session ends. A refresh is also refused for a session that a logout or a password
-change meant to end even if that request failed halfway (its Redis mark, or a
-password changed after the session last proved it).
+whole session ends. A refresh is also refused for a session that a logout, a password
+change, or disabling or deleting the account meant to end even if that request failed
+halfway (its Redis mark, or the user's revocation cutoff later than the session's last
+proof of the password). A refresh does not read the user from MongoDB: the cutoff, the
+mark and the cached profile come from one Redis ``MGET``.
 """
 
 from __future__ import annotations
