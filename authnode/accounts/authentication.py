@@ -196,11 +196,11 @@ async def _read_gate(accounts: Accounts, user_id: str, session_id: str) -> Refre
 
 async def _refreshing_user(accounts: Accounts, user_id: str,
                            entry: bytes | None) -> dict[str, Any]:
-    """The user's public profile, from the cache entry the gate read when it is there. A
-    deleted user is refused; a disabled one was refused by the gate (its cutoff). The
-    cache's loader reads a secondary, which may not have a new user yet: an absent user
-    is confirmed on the primary before the refresh is refused."""
-    profile = await accounts.profiles.get(user_id, entry=(entry,))
+    """The user's public profile: the cache entry the gate read, when there is one;
+    otherwise the user, read from the primary (one read, as before the cache was used
+    here; the cache's own loader would also read the second factors). A deleted or
+    disabled user is refused; a disabled one is refused by the gate's cutoff already."""
+    profile = accounts.profiles.cached(entry)
     if profile is None:
         user = await accounts.users.by_id(user_id)
         if user is None or user.disabled:
