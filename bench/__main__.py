@@ -28,7 +28,7 @@ from bench.scenarios import Options, Runner, evaluate  # noqa: E402
 from bench.wrk import wrk_binary, wrk_version  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
-ALL_SCENARIOS = ("users_me", "refresh", "login", "healthz", "email", "workers2")
+ALL_SCENARIOS = ("users_me", "refresh", "login", "healthz", "email", "workers2", "peer")
 FERRETDB_BACKENDS = ("postgresql", "sqlite")
 
 
@@ -138,6 +138,8 @@ def run(args: argparse.Namespace, ferretdb_backend: str | None = None) -> dict[s
             floor = None
         if only & {"users_me", "workers2"}:
             scenarios["users_me"] = runner.users_me(api, tokens, profile=profiling)
+        if "peer" in only:
+            scenarios["peer_users_me"] = run_peer(runner, env, services, data, users)
         w1["serving"] = [{"pid": pid, "rss_mib": stack.vm_rss_mib(pid)}
                          for pid in stack.serving_pids(api.process)]
         w1["warmed_by"] = "seeding (register, verify, login: argon2) and GET /v1/users/me"
@@ -214,6 +216,23 @@ def run(args: argparse.Namespace, ferretdb_backend: str | None = None) -> dict[s
         "processes": processes,
         "checks": evaluate(scenarios),
     }
+
+
+def run_peer(runner: Runner, env: stack.AuthnodeEnv, services: stack.Services, data: Path,
+             users: int) -> dict[str, Any]:
+    """fastapi-users' GET /users/me, one uvicorn process, next to authnode's users_me;
+    skipped (and said so) without its virtual environment."""
+    if stack.peer_python() is None:
+        runner.say(f"peer: skipped, no {stack.PEER_VENV} (bench/README.md, 'The peer')")
+        return {"skipped": f"no {stack.PEER_VENV.relative_to(ROOT)}"}
+    peer = stack.start_peer(env, services.postgres)
+    try:
+        tokens = stack.write_lines(data / "peer_tokens.txt", stack.peer_tokens(peer.url, users))
+        result = runner.peer_users_me(peer, tokens)
+        result["ready_s"] = round(peer.ready_s, 3)
+        return result
+    finally:
+        stack.stop(peer.process)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-HTTP_ROWS = ("floor", "users_me", "refresh", "login", "healthz_idle", "healthz_under_login",
-             "login_during_probe", "healthz_under_cpu_load", "users_me_workers2")
+HTTP_ROWS = ("floor", "users_me", "peer_users_me", "refresh", "login", "healthz_idle",
+             "healthz_under_login", "login_during_probe", "healthz_under_cpu_load",
+             "users_me_workers2")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -23,7 +24,9 @@ def table(results: dict[str, Any]) -> str:
     lines = [f"{'run':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"]
     for name in HTTP_ROWS:
         run = scenarios.get(name)
-        if run:
+        if run and "skipped" in run:
+            lines.append(f"{name:<22}{'-':>10}   (skipped: {run['skipped']})")
+        elif run:
             lines.append(f"{name:<22}{_fmt(run['rps'], 1):>10}{_fmt(run['p50_ms']):>10}"
                          f"{_fmt(run['p99_ms']):>10}{run['error_count']:>8}")
     hb = scenarios.get("hash_bound")
