@@ -28,7 +28,8 @@ from bench.scenarios import Options, Runner, evaluate  # noqa: E402
 from bench.wrk import wrk_binary, wrk_version  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
-ALL_SCENARIOS = ("users_me", "refresh", "login", "healthz", "email", "workers2")
+ALL_SCENARIOS = ("users_me", "refresh", "login", "healthz", "email", "workers2", "peer")
+FERRETDB_BACKENDS = ("postgresql", "sqlite")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="PATH",
                         help="JSON results (the PNG goes next to it, same name .png)")
+    parser.add_argument("--ferretdb", choices=(*FERRETDB_BACKENDS, "both"), default=None,
+                        help="FerretDB's backend (default: AUTHNODE_TEST_FERRETDB_HANDLER, "
+                             "else postgresql); both: run everything once per backend, "
+                             "write the SQLite run next to --output as NAME.sqlite.json, "
+                             "and print what the backend costs")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run the --workers 1 API (and the email worker) under "
                              "pyinstrument and write one call tree per HTTP scenario "
@@ -73,7 +79,7 @@ def options_from(args: argparse.Namespace) -> Options:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, ferretdb_backend: str | None = None) -> dict[str, Any]:
     options = options_from(args)
     only = set(args.only.split(","))
     wrk_binary()  # fail before starting anything
@@ -81,13 +87,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_start = os.getloadavg()
     scenarios: dict[str, dict[str, Any]] = {}
     processes: list[dict[str, Any]] = []
-    services = stack.Services()
+    services = stack.Services(ferretdb_backend)
     api: stack.Started | None = None
     floor: stack.Started | None = None
     worker = None
     try:
-        print("bench: starting redis (single), postgresql, ferretdb, smtp recorder",
-              file=sys.stderr, flush=True)
+        print(f"bench: starting redis (single), postgresql, ferretdb (on "
+              f"{services.ferretdb_backend}), smtp recorder", file=sys.stderr, flush=True)
         services.start()
         workdir = services.dir / "authnode"
         workdir.mkdir()
@@ -132,6 +138,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             floor = None
         if only & {"users_me", "workers2"}:
             scenarios["users_me"] = runner.users_me(api, tokens, profile=profiling)
+        if "peer" in only:
+            scenarios["peer_users_me"] = run_peer(runner, env, services, data, users)
         w1["serving"] = [{"pid": pid, "rss_mib": stack.vm_rss_mib(pid)}
                          for pid in stack.serving_pids(api.process)]
         w1["warmed_by"] = "seeding (register, verify, login: argon2) and GET /v1/users/me"
@@ -195,6 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "healthz_probe": {"connections": options.probe_connections,
                               "delay_ms": options.probe_delay_ms},
             "email_jobs": options.email_jobs, "redis_mode": "single",
+            "ferretdb_backend": services.ferretdb_backend,
             "argon2": {"memory_kib": settings.argon2_memory_kib,
                        "time_cost": settings.argon2_time_cost,
                        "parallelism": settings.argon2_parallelism},
@@ -209,18 +218,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_peer(runner: Runner, env: stack.AuthnodeEnv, services: stack.Services, data: Path,
+             users: int) -> dict[str, Any]:
+    """fastapi-users' GET /users/me, one uvicorn process, next to authnode's users_me;
+    skipped (and said so) without its virtual environment."""
+    if stack.peer_python() is None:
+        runner.say(f"peer: skipped, no {stack.PEER_VENV} (bench/README.md, 'The peer')")
+        return {"skipped": f"no {stack.PEER_VENV.relative_to(ROOT)}"}
+    peer = stack.start_peer(env, services.postgres)
+    try:
+        tokens = stack.write_lines(data / "peer_tokens.txt", stack.peer_tokens(peer.url, users))
+        result = runner.peer_users_me(peer, tokens)
+        result["ready_s"] = round(peer.ready_s, 3)
+        return result
+    finally:
+        stack.stop(peer.process)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    results = run(args)
-    checks = [c for c in results["checks"] if c["met"] is not None]
-    results["all_met"] = all(c["met"] for c in checks) if checks else None
-    output: Path = args.output
-    report.write_json(results, output)
-    report.draw(results, output.with_suffix(".png"))
-    print(report.table(results))
-    print(f"\nwrote {output} and {output.with_suffix('.png')} "
-          f"({time.monotonic() - started:.0f} s)")
+    backends = FERRETDB_BACKENDS if args.ferretdb == "both" else (args.ferretdb,)
+    runs: list[tuple[str, dict[str, Any]]] = []
+    for backend in backends:
+        results = run(args, backend)
+        checks = [c for c in results["checks"] if c["met"] is not None]
+        results["all_met"] = all(c["met"] for c in checks) if checks else None
+        output: Path = args.output
+        if backend == "sqlite" and args.ferretdb == "both":
+            output = output.with_suffix(".sqlite.json")
+        report.write_json(results, output)
+        report.draw(results, output.with_suffix(".png"))
+        print(report.table(results))
+        print(f"\nwrote {output} and {output.with_suffix('.png')}")
+        runs.append((results["config"]["ferretdb_backend"], results))
+    if len(runs) > 1:
+        print(report.backend_costs(runs))
+    print(f"({time.monotonic() - started:.0f} s)")
     return 0
 
 

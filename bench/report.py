@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-HTTP_ROWS = ("floor", "users_me", "refresh", "login", "healthz_idle", "healthz_under_login",
-             "login_during_probe", "healthz_under_cpu_load", "users_me_workers2")
+HTTP_ROWS = ("floor", "users_me", "peer_users_me", "refresh", "login", "healthz_idle",
+             "healthz_under_login", "login_during_probe", "healthz_under_cpu_load",
+             "users_me_workers2")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -23,7 +24,9 @@ def table(results: dict[str, Any]) -> str:
     lines = [f"{'run':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"]
     for name in HTTP_ROWS:
         run = scenarios.get(name)
-        if run:
+        if run and "skipped" in run:
+            lines.append(f"{name:<22}{'-':>10}   (skipped: {run['skipped']})")
+        elif run:
             lines.append(f"{name:<22}{_fmt(run['rps'], 1):>10}{_fmt(run['p50_ms']):>10}"
                          f"{_fmt(run['p99_ms']):>10}{run['error_count']:>8}")
     hb = scenarios.get("hash_bound")
@@ -145,3 +148,24 @@ def draw(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def backend_costs(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """The same scenarios on each FerretDB backend (``--ferretdb both``): throughput, and
+    FerretDB's and PostgreSQL's CPU per request or job."""
+    names = [backend for backend, _ in runs]
+    lines = ["", "what FerretDB's backend costs (same scenarios, one run per backend)",
+             f"{'run':<22}" + "".join(f"{n + ' /s':>16}{'ferretdb ms':>13}{'postgres ms':>13}"
+                                      for n in names)]
+    scenario_names = [name for name in runs[0][1]["scenarios"]
+                      if all(name in results["scenarios"] for _, results in runs)]
+    for name in scenario_names:
+        row = f"{name:<22}"
+        for _, results in runs:
+            run = results["scenarios"][name]
+            rate = run.get("rps", run.get("jobs_per_s"))
+            cpu = run.get("cpu_ms_per_request") or run.get("cpu_ms_per_job") or {}
+            row += (f"{_fmt(rate, 1) if rate is not None else '-':>16}"
+                    f"{cpu.get('ferretdb', '-'):>13}{cpu.get('postgres', '-'):>13}")
+        lines.append(row)
+    return "\n".join(lines)

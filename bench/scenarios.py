@@ -204,6 +204,11 @@ class Runner:
         run = self.wrk(api.url + "/v1/users/me", "get_bearer.lua", data=tokens)
         return self.http(name, run, api, warmup=self.warmup_of(run), profile=profile)
 
+    def peer_users_me(self, peer: stack.Started, tokens: Path) -> dict[str, Any]:
+        """fastapi-users' GET /users/me (bench/peer_fastapi_users.py), one process."""
+        run = self.wrk(peer.url + "/users/me", "get_bearer.lua", data=tokens)
+        return self.http("peer_users_me", run, peer, warmup=self.warmup_of(run))
+
     def refresh(self, api: stack.Started, warm_tokens: Path, tokens: Path,
                 profile: bool = False) -> dict[str, Any]:
         run = self.wrk(api.url + "/v1/auth/refresh", "refresh.lua", data=tokens)

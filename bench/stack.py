@@ -67,7 +67,10 @@ BENCH_SETTINGS = {
 class Services:
     """Redis (single), PostgreSQL, FerretDB and the SMTP recorder, started together."""
 
-    def __init__(self) -> None:
+    def __init__(self, ferretdb_backend: str | None = None) -> None:
+        """``ferretdb_backend``: postgresql or sqlite (default: as the tests choose it,
+        ``AUTHNODE_TEST_FERRETDB_HANDLER``, PostgreSQL unless set)."""
+        self.ferretdb_backend = ferretdb_backend or ferretdb_handler()
         self.dir = Path(tempfile.mkdtemp(prefix="authnode-bench-"))
         self.dir.chmod(0o755)  # the postgres OS user must reach its folder
         self.redis = RedisServer(free_port(), self.dir / "redis", name="redis-bench")
@@ -78,7 +81,7 @@ class Services:
     def start(self) -> None:
         self.redis.start()
         self.postgres.start()
-        if ferretdb_handler() == "postgresql":  # AUTHNODE_TEST_FERRETDB_HANDLER=sqlite: files
+        if self.ferretdb_backend == "postgresql":  # sqlite: files in its folder
             self.mongo.postgresql_url = self.postgres.ensure_database(POSTGRESQL_DATABASE)
         self.mongo.start()
         self.smtp.start()
@@ -125,10 +128,12 @@ class Started:
 
 
 def _spawn(env: AuthnodeEnv, args: list[str], *, name: str, port: int,
-           role: str) -> AuthnodeProcess:
+           role: str, python: str = sys.executable,
+           extra_env: dict[str, str] | None = None) -> AuthnodeProcess:
     log_path = env.workdir / f"{name}-{port}.log"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([sys.executable, *args], env=env.os_env(), cwd=ROOT,
+        proc = subprocess.Popen([python, *args], env={**env.os_env(), **(extra_env or {})},
+                                cwd=ROOT,
                                 stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     return AuthnodeProcess(proc=proc, port=port, log_path=log_path, role=role)
@@ -198,6 +203,65 @@ def start_floor(env: AuthnodeEnv, body_bytes: int, timeout_s: float = 30) -> Sta
     process = _spawn(env, args, name="floor", port=port, role="floor")
     ready_s = _wait_http(process, "/floor", timeout_s, spawned)
     return Started(process=process, ready_s=ready_s)
+
+
+# ---------------------------------------------------------------- the peer (fastapi-users)
+
+PEER_VENV = ROOT / "bench" / ".peer-venv"
+PEER_REQUIREMENTS = ROOT / "bench" / "peer-requirements.txt"
+
+
+def peer_python() -> Path | None:
+    """The peer's interpreter, when its virtual environment was made (bench/README.md)."""
+    python = PEER_VENV / "bin" / "python"
+    return python if python.exists() else None
+
+
+def start_peer(env: AuthnodeEnv, postgres: PostgresServer, timeout_s: float = 60) -> Started:
+    """fastapi-users on uvicorn (one process), its users in a database of its own on the
+    bench's PostgreSQL."""
+    python = peer_python()
+    if python is None:
+        raise RuntimeError(f"no {PEER_VENV}: see bench/README.md, 'The peer'")
+    database = postgres.create_database(f"peer_{secrets.token_hex(4)}")
+    port = free_port()
+    spawned = time.perf_counter()
+    process = _spawn(env, [str(ROOT / "bench" / "peer_fastapi_users.py"), "--port", str(port)],
+                     name="peer", port=port, role="peer", python=str(python), extra_env={
+                         "PEER_DATABASE_URL": database.replace("postgresql://",
+                                                               "postgresql+asyncpg://", 1),
+                         "PEER_JWT_SECRET": secrets.token_urlsafe(32)})
+    ready_s = _wait_http(process, "/healthz", timeout_s, spawned)
+    return Started(process=process, ready_s=ready_s)
+
+
+async def _peer_tokens(url: str, users: int) -> list[str]:
+    gate = asyncio.Semaphore(SEED_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        async def one(index: int) -> str:
+            email = f"peer-{index:04d}@example.com"
+            async with gate:
+                registered = await client.post("/auth/register", json={
+                    "email": email, "password": PASSWORD})
+                if registered.status_code != 201:
+                    raise RuntimeError(f"peer register: {registered.status_code} "
+                                       f"{registered.text}")
+                login = await client.post("/auth/jwt/login", data={
+                    "username": email, "password": PASSWORD})
+                if login.status_code != 200:
+                    raise RuntimeError(f"peer login: {login.status_code} {login.text}")
+                token: str = login.json()["access_token"]
+                me = await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+                if me.status_code != 200:
+                    raise RuntimeError(f"peer me: {me.status_code} {me.text}")
+                return token
+
+        return list(await asyncio.gather(*(one(i) for i in range(users))))
+
+
+def peer_tokens(url: str, users: int) -> list[str]:
+    """Register and log in ``users`` accounts through the peer's API; their tokens."""
+    return asyncio.run(_peer_tokens(url, users))
 
 
 def stop(process: AuthnodeProcess | None) -> None:

@@ -8,6 +8,7 @@
 #   FerretDB v1:     $(go env GOPATH)/bin/ferretdb, built from the Go module proxy
 #   Helm v3:         $(go env GOPATH)/bin/helm, built the same way (the chart's CI checks)
 #   Python:          ./.venv (python3.11) with `pip install -e '.[test,bench]'`
+#   Bench peer:      ./bench/.peer-venv with bench/peer-requirements.txt (fastapi-users)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -141,6 +142,23 @@ else
     say "Python packages: pip install -e '.[test,bench]'"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
     echo "$want" >"$stamp_file"
+fi
+
+# ---------------------------------------------------------------- the bench's peer
+# fastapi-users (bench/peer_fastapi_users.py) in a virtualenv of its own: it pins
+# email-validator<2.4, which authnode's .venv cannot take.
+PEER_VENV="$ROOT/bench/.peer-venv"
+peer_want="$(sha256sum bench/peer-requirements.txt | cut -d' ' -f1)"
+peer_have="$(cat "$PEER_VENV/.installed" 2>/dev/null || true)"
+if [ "$peer_want" = "$peer_have" ] && "$PEER_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    say "bench peer: up to date (bench/peer-requirements.txt unchanged)"
+else
+    say "bench peer: $PEER_VENV with bench/peer-requirements.txt"
+    rm -rf "$PEER_VENV"
+    "$PYTHON" -m venv "$PEER_VENV"
+    "$PEER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r bench/peer-requirements.txt
+    echo "$peer_want" >"$PEER_VENV/.installed"
 fi
 
 say "done"

@@ -10,9 +10,11 @@ filter holds the current hash; see repositories/sessions). The token just replac
 presented again within ``REFRESH_REUSE_GRACE_S``, is a concurrent refresh from the same
 client and gets the same successor (see :mod:`authnode.tokens.refresh`); presented later,
 or any older token of the session presented at all, it was stolen or replayed, and the
-whole session ends. A refresh is also refused for a session that a logout or a password
-change meant to end even if that request failed halfway (its Redis mark, or a
-password changed after the session last proved it).
+whole session ends. A refresh is also refused for a session that a logout, a password
+change, or disabling or deleting the account meant to end even if that request failed
+halfway (its Redis mark, or the user's revocation cutoff later than the session's last
+proof of the password). A refresh does not read the user from MongoDB: the cutoff, the
+mark and the cached profile come from one Redis ``MGET``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import logging
 import secrets
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 
 from authnode.accounts.context import Accounts
-from authnode.accounts.models import IssuedTokens, Principal, lookup_email
+from authnode.accounts.models import IssuedTokens, Principal, lookup_email, public_user
 from authnode.errors import (
     AccountDisabled,
     AccountLocked,
@@ -37,6 +40,7 @@ from authnode.errors import (
 )
 from authnode.mfa.challenges import PendingLogin
 from authnode.repositories.records import Session, User
+from authnode.shared.revocations import RefreshGate
 from authnode.tokens.access import Assurance
 from authnode.tokens.refresh import (
     hash_refresh_token,
@@ -135,7 +139,7 @@ async def start_session(accounts: Accounts, user: User, *, ip: str, user_agent: 
     ))
     access_token, expires_in = await accounts.access_tokens.issue(
         user.id, session_id, assurance_of(amr, now))
-    return IssuedTokens(access_token, expires_in, refresh_token, user)
+    return IssuedTokens(access_token, expires_in, refresh_token, public_user(user))
 
 
 async def refresh(accounts: Accounts, *, refresh_token: str, ip: str) -> IssuedTokens:
@@ -155,7 +159,7 @@ async def refresh(accounts: Accounts, *, refresh_token: str, ip: str) -> IssuedT
             owner = replayed.user_id
     if owner is not None:
         # Before the token is spent, so that a Redis failure here leaves it for a retry.
-        await _refuse_if_marked(accounts, owner, session_id)
+        gate = await _read_gate(accounts, owner, session_id)
         session = await accounts.sessions.rotate(
             session_id, presented_hash, new_hash=hash_refresh_token(successor), nonce=nonce,
             now=now)
@@ -165,27 +169,44 @@ async def refresh(accounts: Accounts, *, refresh_token: str, ip: str) -> IssuedT
         successor = await _replayed(accounts, replayed, refresh_token, presented_hash)
         session = replayed
         assert session is not None  # _replayed raised otherwise
-        await _refuse_if_marked(accounts, session.user_id, session_id)
-    user = await accounts.users.by_id(session.user_id)
-    if user is None or user.disabled:
-        raise InvalidToken()
-    changed_at = user.password_changed_at
-    proved_at = session.credentials_at or session.created_at
-    if changed_at is not None and proved_at < changed_at:
-        # A password change meant to end this session; finish what it could not.
+        gate = await _read_gate(accounts, session.user_id, session_id)
+    if gate.refuses(session.credentials_at or session.created_at):
+        # A password change, a disabling or a deletion meant to end this session (the
+        # user's cutoff is later than its last proof of the password); finish what it
+        # could not.
         await accounts.sessions.revoke(session_id, accounts.now())
         raise InvalidToken()
+    user = await _refreshing_user(accounts, session.user_id, gate.profile_entry)
     access_token, expires_in = await accounts.access_tokens.issue(
-        user.id, session_id, assurance_of(session.amr, session.authenticated_at))
+        session.user_id, session_id, assurance_of(session.amr, session.authenticated_at))
     return IssuedTokens(access_token, expires_in, successor, user)
 
 
-async def _refuse_if_marked(accounts: Accounts, user_id: str, session_id: str) -> None:
-    """Refuse (and finish revoking) a session that a logout or logout-all marked in Redis
-    but whose MongoDB revocation did not happen."""
-    if await accounts.revocations.is_session_marked(user_id, session_id):
+async def _read_gate(accounts: Accounts, user_id: str, session_id: str) -> RefreshGate:
+    """The session's Redis mark, the user's cutoff and cached profile, in one round trip.
+    A marked session is refused, and its revocation finished: a logout or logout-all
+    marked it but its MongoDB revocation did not happen."""
+    gate = await accounts.revocations.refresh_gate(
+        user_id, session_id, also=accounts.profiles.key(user_id))
+    if gate.session_marked:
         await accounts.sessions.revoke(session_id, accounts.now())
         raise InvalidToken()
+    return gate
+
+
+async def _refreshing_user(accounts: Accounts, user_id: str,
+                           entry: bytes | None) -> dict[str, Any]:
+    """The user's public profile: the cache entry the gate read, when there is one;
+    otherwise the user, read from the primary (one read, as before the cache was used
+    here; the cache's own loader would also read the second factors). A deleted or
+    disabled user is refused; a disabled one is refused by the gate's cutoff already."""
+    profile = accounts.profiles.cached(entry)
+    if profile is None:
+        user = await accounts.users.by_id(user_id)
+        if user is None or user.disabled:
+            raise InvalidToken()
+        profile = public_user(user)
+    return profile
 
 
 async def _after_concurrent_rotation(accounts: Accounts, session_id: str,
@@ -236,7 +257,7 @@ async def end_session(accounts: Accounts, user_id: str, session_id: str) -> bool
     in MongoDB: a logout retried after a failure (or after Redis lost the mark) must not
     answer as done while the access token still works. The mark is pending until MongoDB
     has revoked the session: if that write fails, the mark refuses the session's refreshes
-    for as long as its refresh token could live (:func:`_refuse_if_marked`)."""
+    for as long as its refresh token could live (:func:`_read_gate`)."""
     session = await accounts.sessions.by_id(session_id)
     if session is None or session.user_id != user_id:
         return False

@@ -60,8 +60,13 @@ class _Plan:
 async def deliver(mailer: Mailer, *, kind: EmailKind, email: str, user_id: str | None,
                   idempotency_key: str, first_attempt: bool,
                   registration_id: str | None = None) -> str:
-    """Send the email the request asks for, at most once per key; return the outcome."""
-    if await mailer.sent_emails.was_sent(idempotency_key):
+    """Send the email the request asks for, at most once per key; return the outcome.
+
+    Only a later attempt asks whether the key was sent: a first attempt cannot have been
+    (every run after the first, a retry or a stalled job requeued, counts an attempt in
+    procrastinate, and ``authnode jobs retry`` queues a new job with a new key), so the
+    usual job makes one store round trip fewer."""
+    if not first_attempt and await mailer.sent_emails.was_sent(idempotency_key):
         return "duplicate"
     now = utc(mailer.clock())
     plan = await (_plan_registration(mailer, registration_id, now) if registration_id

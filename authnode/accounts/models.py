@@ -84,10 +84,13 @@ def clean_name(raw: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class IssuedTokens:
+    """``user``: the public profile (:func:`public_user`; from a refresh, the profile
+    cache's entry, which may carry more keys)."""
+
     access_token: str
     expires_in: int
     refresh_token: str
-    user: User
+    user: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,18 @@ async def find_by_email(accounts: Accounts, email: str) -> User:
 
 
 async def set_disabled(accounts: Accounts, user_id: str, disabled: bool) -> User:
-    """Disable (login refused, every session ended at once) or enable an account."""
+    """Disable (login refused, every session ended at once) or enable an account.
+
+    Disabling writes the revocation cutoff first: refreshes do not read the user from
+    MongoDB (they read the cutoff), so whichever write below fails, no session of the
+    account is refreshed any more."""
     await accounts.profiles.invalidate(user_id)
+    if disabled:
+        await accounts.revocations.revoke_user(user_id, accounts.clock())
     user = await accounts.users.set_disabled(user_id, disabled, accounts.now())
     if user is None:
         raise NotFound("No such account.")
     if disabled:
-        await accounts.revocations.revoke_user(user_id, accounts.clock())
         await end_all_sessions(accounts, user_id)
     else:
         # Every session was ended one by one when the account was disabled.
@@ -34,7 +39,9 @@ async def set_disabled(accounts: Accounts, user_id: str, disabled: bool) -> User
 
 async def remove_account(accounts: Accounts, user_id: str) -> None:
     """Delete the account, its sessions and its links; its access tokens die at once.
-    The address is free again; an account registered with it later gets a new id."""
+    The address is free again; an account registered with it later gets a new id. The
+    cutoff first, so that no refresh of its sessions succeeds whichever write fails."""
+    await accounts.revocations.revoke_user(user_id, accounts.clock())
     await end_all_sessions(accounts, user_id)
     await accounts.profiles.invalidate(user_id)
     await accounts.sessions.delete_for_user(user_id)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from authnode.accounts.models import IssuedTokens, public_user
+from authnode.accounts.models import IssuedTokens
 
 
 class _Request(BaseModel):
@@ -88,7 +88,7 @@ class Tokens(BaseModel):
     def body(cls, issued: IssuedTokens) -> dict[str, Any]:
         return cls(access_token=issued.access_token, token_type="Bearer",  # noqa: S106
                    expires_in=issued.expires_in, refresh_token=issued.refresh_token,
-                   user=User(**public_user(issued.user))).model_dump()
+                   user=User(**issued.user)).model_dump()
 
 
 class VerifiedUser(BaseModel):

@@ -1,9 +1,16 @@
 """Delivering rendered messages, behind the one :class:`MailSender` protocol.
 
-* :class:`SmtpSender` speaks SMTP with aiosmtplib (asyncio only). It opens one connection
-  per message and closes it again: emails are rare (sign-ups, resets), a fresh connection
-  is cheap next to that, and there is no pooled connection to go stale, time out on the
-  server side, or need health checks and reconnect logic.
+* :class:`SmtpSender` speaks SMTP with aiosmtplib (asyncio only). A worker keeps its
+  connections open between messages: a connection that sent a message goes back to an
+  idle list and the next message takes it after an ``RSET`` (which also proves it still
+  works). A connection is replaced when the ``RSET`` fails or is refused (the server
+  dropped it, timed it out, or wants no more), when it has been idle for
+  ``max_idle_s``, and after ``max_messages_per_connection`` messages (QUIT, then a fresh
+  one), so a long-running worker never depends on one connection for long. Any failure
+  during a message closes its connection; the job's retry opens a new one. Reusing a
+  connection changes nothing about duplicates: a message is recorded as sent the moment
+  the server accepts it, as before, and a failed ``RSET`` happens before anything of the
+  next message was sent.
 
 Every failure to deliver becomes :class:`MailDeliveryError`, whose text never contains the
 message, its links, the recipient address or the SMTP password. Logs name the kind, a hash
@@ -18,6 +25,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -40,6 +48,15 @@ __all__ = [
 ]
 
 log = logging.getLogger("authnode.mail")
+
+# A connection carries at most this many messages, then a fresh one is opened: no
+# server-side per-connection limit is reached, and no connection lives for ever.
+MAX_MESSAGES_PER_CONNECTION = 100
+# Idle longer than this, a connection is closed rather than tried: servers drop idle
+# clients (RFC 5321 asks them to wait 5 minutes; many wait less).
+MAX_IDLE_S = 30.0
+# Idle connections kept per sender (a worker runs WORKER_CONCURRENCY sends at once).
+MAX_IDLE_CONNECTIONS = 16
 
 
 OnAccepted = Callable[[], Awaitable[None]]
@@ -212,27 +229,45 @@ def _failure(target: SmtpTarget, error: BaseException, timeout_s: float) -> Mail
                              permanent=True)
 
 
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    sent: int = 0
+    idle_since: float = 0.0
+
+
 class SmtpSender:
-    """Sends each message over a new SMTP connection (see the module docstring).
+    """Sends messages over SMTP connections it reuses (see the module docstring).
 
     ``timeout_s`` bounds each network step (connect, each command); the whole send is
     bounded by three times that. asyncio only (aiosmtplib). ``tls_context`` replaces the
     default verifying context, e.g. to trust a private CA. Credentials over a connection
     without TLS are refused unless ``allow_insecure_auth`` (SMTP_ALLOW_INSECURE_AUTH).
+    ``max_messages_per_connection`` 1 opens a connection per message.
     """
 
     def __init__(self, smtp_url: str, *, timeout_s: float = 10,
                  tls_context: ssl.SSLContext | None = None,
-                 allow_insecure_auth: bool = False) -> None:
+                 allow_insecure_auth: bool = False,
+                 max_messages_per_connection: int = MAX_MESSAGES_PER_CONNECTION,
+                 max_idle_s: float = MAX_IDLE_S,
+                 max_idle_connections: int = MAX_IDLE_CONNECTIONS) -> None:
         if not timeout_s > 0:
             raise ValueError("timeout_s must be > 0")
+        if max_messages_per_connection < 1 or max_idle_connections < 0:
+            raise ValueError("expected at least one message per connection")
         self.target = parse_smtp_url(smtp_url)
         if self.target.sends_credentials_in_clear and not allow_insecure_auth:
             raise ValueError("SMTP_URL: credentials over a connection without TLS; use "
                              "smtps:// or ?starttls=true, or SMTP_ALLOW_INSECURE_AUTH=true")
         self.timeout_s = float(timeout_s)
+        self.max_messages_per_connection = max_messages_per_connection
+        self.max_idle_s = max_idle_s
+        self.max_idle_connections = max_idle_connections
         self._tls_context = tls_context
         self._local_hostname: str | None = None
+        self._idle: list[_Connection] = []  # the most recently used last
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"SmtpSender({str(self.target)!r})"
@@ -240,8 +275,62 @@ class SmtpSender:
     async def send(self, message: EmailMessage, on_accepted: OnAccepted | None = None) -> None:
         kind, recipient, mid = _describe(message)
         target = self.target
+        connection: _Connection | None = None
         # aiosmtplib.send() would also QUIT before returning; the client is driven by hand
-        # so that ``on_accepted`` runs right after the DATA reply, before the QUIT.
+        # so that ``on_accepted`` runs right after the DATA reply.
+        try:
+            async with asyncio.timeout(self.timeout_s * 3):
+                connection = await self._reused() or await self._connect()
+                await connection.client.send_message(message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as error:
+            if connection is not None:
+                connection.client.close()
+            failure = _failure(target, error, self.timeout_s)
+            log.warning("mail not sent: kind=%s to=%s message_id=%s permanent=%s: %s",
+                        kind, recipient, mid, failure.permanent, failure)
+            # `from None`: the original exception can carry the recipient address.
+            raise failure from None
+        except BaseException:
+            if connection is not None:  # cancelled mid-command: its state is unknown
+                connection.client.close()
+            raise
+        connection.sent += 1
+        try:
+            if on_accepted is not None:
+                await on_accepted()
+        except Exception:
+            await self._quit(connection.client)
+            raise
+        except BaseException:
+            connection.client.close()
+            raise
+        await self._release(connection)
+        log.info("mail sent: kind=%s to=%s message_id=%s via=%s", kind, recipient, mid, target)
+
+    async def _reused(self) -> _Connection | None:
+        """An idle connection that answered ``RSET``, or None. Those that do not answer,
+        or idled too long, are closed."""
+        while self._idle:
+            connection = self._idle.pop()
+            if (not connection.client.is_connected
+                    or time.monotonic() - connection.idle_since > self.max_idle_s):
+                connection.client.close()
+                continue
+            try:
+                await connection.client.rset()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+                connection.client.close()
+                log.info("smtp connection not reusable (%s); opening another",
+                         type(error).__name__)
+                continue
+            except BaseException:
+                connection.client.close()
+                raise
+            return connection
+        return None
+
+    async def _connect(self) -> _Connection:
+        target = self.target
         client = aiosmtplib.SMTP(
             hostname=target.host,
             port=target.port,
@@ -254,22 +343,21 @@ class SmtpSender:
             local_hostname=await self._ehlo_name(),
         )
         try:
-            async with asyncio.timeout(self.timeout_s * 3):
-                await client.connect()
-                await client.send_message(message)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as error:
+            await client.connect()
+        except BaseException:
             client.close()
-            failure = _failure(target, error, self.timeout_s)
-            log.warning("mail not sent: kind=%s to=%s message_id=%s permanent=%s: %s",
-                        kind, recipient, mid, failure.permanent, failure)
-            # `from None`: the original exception can carry the recipient address.
-            raise failure from None
-        try:
-            if on_accepted is not None:
-                await on_accepted()
-        finally:
-            await self._quit(client)
-        log.info("mail sent: kind=%s to=%s message_id=%s via=%s", kind, recipient, mid, target)
+            raise
+        return _Connection(client)
+
+    async def _release(self, connection: _Connection) -> None:
+        """Keep the connection for the next message, or QUIT it."""
+        if (self._closed or connection.sent >= self.max_messages_per_connection
+                or len(self._idle) >= self.max_idle_connections
+                or not connection.client.is_connected):
+            await self._quit(connection.client)
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.append(connection)
 
     async def _ehlo_name(self) -> str:
         """This host's name for EHLO, looked up once: aiosmtplib would do it (reverse DNS,
@@ -295,7 +383,11 @@ class SmtpSender:
             client.close()
 
     async def aclose(self) -> None:
-        """Nothing to release: no connection outlives a send."""
+        """QUIT the idle connections; later sends open none to keep. Idempotent."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await self._quit(connection.client)
 
 
 def sender_from_url(smtp_url: str, *, timeout_s: float = 10,

@@ -97,6 +97,17 @@ class ProfileCache:
         self._on_miss()
         return await self._load_once(user_id, fill=raw is None, asked=asked)
 
+    def cached(self, raw: bytes | None) -> dict[str, Any] | None:
+        """The profile in a value of :meth:`key` read by the caller, or None for an
+        absent key or a tombstone (nothing is loaded; a refresh reads the user itself
+        then: a miss here fills nothing)."""
+        if raw is None or raw == TOMBSTONE:
+            self._on_miss()
+            return None
+        self._on_hit()
+        value: dict[str, Any] = json.loads(raw)
+        return value
+
     async def _load_once(self, user_id: str, *, fill: bool,
                          asked: int) -> dict[str, Any] | None:
         flight = self._flights.get(user_id)

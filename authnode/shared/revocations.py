@@ -10,12 +10,16 @@ them on a single Redis and on a Redis Cluster alike:
   user that existed at that time is over (logout-all, password reset or change, account
   deletion or disabling).
 
-Both marks live ``ACCESS_TOKEN_TTL + 60`` seconds: by then every access token they could
-concern has expired by itself (the 60 s absorb clock skew between instances). A session
-mark is first written *pending*, living as long as the session's refresh token could
+A session mark lives ``ACCESS_TOKEN_TTL + 60`` seconds: by then every access token it could
+concern has expired by itself (the 60 s absorb clock skew between instances). It is first
+written *pending*, living as long as the session's refresh token could
 (``REFRESH_TOKEN_TTL + 60``), and shortened (:meth:`Revocations.settle_sessions`) only once
 MongoDB has revoked the session: if that write fails, the mark keeps refusing the session's
-refreshes, which finish the revocation, however late the refresh comes.
+refreshes, which finish the revocation, however late the refresh comes. The cutoff always
+lives ``REFRESH_TOKEN_TTL + 60``, until its writer lifts it: a refresh reads it (with the
+session's mark and the cached profile, :meth:`Revocations.refresh_gate`) instead of reading
+the user from MongoDB, so it is what refuses the sessions of a disabled account, or of a
+password change that failed before it revoked them.
 
 Timing of ``revoked_before`` -- what is compared with it. Access tokens carry an integer
 ``iat`` (whole seconds), which cannot tell a token issued at 100.3 before a revocation at
@@ -43,13 +47,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import anyio
 
 from authnode.clients.redis import RedisClient, redis_unavailable
 from authnode.shared import redis_keys
 
-__all__ = ["DEFAULT_TIMEOUT_S", "MARK_EXTRA_S", "Revocations", "revoked_by_cutoff"]
+__all__ = ["DEFAULT_TIMEOUT_S", "MARK_EXTRA_S", "RefreshGate", "Revocations",
+           "revoked_by_cutoff"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,36 @@ def revoked_by_cutoff(
         return False
     moment = session_created_at if session_created_at is not None else issued_at
     return moment <= before
+
+
+@dataclass(frozen=True)
+class RefreshGate:
+    """What a refresh reads from Redis in one ``MGET`` (:meth:`Revocations.refresh_gate`):
+    the session's mark, the user's cutoff, and one more key of the user (the cached
+    profile: ``None`` when absent)."""
+
+    session_marked: bool
+    cutoff: float | None
+    unreadable_cutoff: bool
+    profile_entry: bytes | None
+
+    def refuses(self, proved_at: datetime) -> bool:
+        """Whether the cutoff ends a session that last proved the password at
+        ``proved_at`` (its creation, or its password change).
+
+        Compared in whole milliseconds, strictly: MongoDB keeps milliseconds, and the
+        session that changes the password records the cutoff itself as its proof
+        (``credentials_at``), which must not refuse it."""
+        if self.unreadable_cutoff:
+            return True
+        if self.cutoff is None:
+            return False
+        proved_ms = (proved_at.astimezone(UTC) - _EPOCH) // _MILLISECOND
+        return bool(proved_ms < math.floor(self.cutoff * 1000))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def _cutoff_text(before: float) -> str:
@@ -155,6 +192,12 @@ class Revocations:
         """End every session of the user that exists at ``before`` (epoch seconds, keep
         the sub-second part: ``time.time()``). A later cutoff already stored wins.
 
+        The cutoff lives as long as a refresh token could (``REFRESH_TOKEN_TTL + 60``),
+        like a pending session mark: refreshes check it (:meth:`refresh_gate`) instead of
+        reading the user from MongoDB, so it must outlive every session it ends even when
+        the request that wrote it failed before revoking them one by one. Callers lift it
+        (:meth:`lift_user_cutoff`) once they have.
+
         Returns the cutoff now in force.
         """
         key = redis_keys.revoked_before(user_id)
@@ -162,7 +205,7 @@ class Revocations:
         async with redis_unavailable():
             with anyio.fail_after(self._timeout_s):
                 stored = await self._revoke_before_script(
-                    keys=[key], args=[text, self.mark_ttl_s])
+                    keys=[key], args=[text, self.pending_mark_ttl_s])
         in_force = _parse_cutoff(stored, key)
         return float(text) if in_force is None else in_force
 
@@ -191,6 +234,21 @@ class Revocations:
             with anyio.fail_after(self._timeout_s):
                 found = await self._redis.exists(key)
         return bool(found)
+
+    async def refresh_gate(self, user_id: str, session_id: str, *,
+                           also: str) -> RefreshGate:
+        """The session's mark, the user's cutoff and the value of ``also`` (a key under
+        the user's hash tag), in one ``MGET``. Raises ``Unavailable`` when Redis cannot
+        answer."""
+        keys = [redis_keys.revoked_session(user_id, session_id),
+                redis_keys.revoked_before(user_id), also]
+        async with redis_unavailable():
+            with anyio.fail_after(self._timeout_s):
+                session_mark, before_raw, entry = await self._redis.mget(keys)
+        cutoff = None if before_raw is None else _parse_cutoff(before_raw, keys[1])
+        return RefreshGate(session_marked=session_mark is not None, cutoff=cutoff,
+                           unreadable_cutoff=before_raw is not None and cutoff is None,
+                           profile_entry=entry if isinstance(entry, bytes) else None)
 
     async def is_revoked(
         self,

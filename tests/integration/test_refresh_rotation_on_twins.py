@@ -80,9 +80,9 @@ async def test_the_replaced_token_after_the_grace_period_ends_the_session(
     with pytest.raises(InvalidToken):
         await _refresh(env, successor)  # the session ended: its live token too
     session_id = parse_refresh_token(successor)
-    assert await env.accounts.sessions.live_ids_for_user(issued.user.id,
+    assert await env.accounts.sessions.live_ids_for_user(issued.user["id"],
                                                          env.accounts.now()) == []
-    assert await env.accounts.revocations.is_session_marked(issued.user.id, session_id)
+    assert await env.accounts.revocations.is_session_marked(issued.user["id"], session_id)
 
 
 async def test_an_older_token_ends_the_session_even_within_the_grace_period(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import uuid
 from email.message import EmailMessage
@@ -13,6 +14,7 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from tests.services import (
     POSTGRESQL_DATABASE,
+    POSTGRESQL_POOL_MAX_CONNS,
     FerretDB,
     PostgresServer,
     RedisCluster,
@@ -145,6 +147,36 @@ def test_ferretdb_keeps_its_data_in_its_own_postgresql_database(
     with postgres.connect(job_queue_database) as conn:
         schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
     assert name not in schemas
+
+
+@pytest.mark.anyio
+async def test_ferretdb_keeps_its_postgresql_pool_within_its_limit(
+        mongo: FerretDB, postgres: PostgresServer) -> None:
+    """FerretDB's pool shares PostgreSQL's max_connections with the job queue's: however
+    many MongoDB clients hammer it, it holds at most POSTGRESQL_POOL_MAX_CONNS."""
+    if mongo.handler != "postgresql":
+        pytest.skip("AUTHNODE_TEST_FERRETDB_HANDLER=sqlite chose the SQLite backend")
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        mongo.uri_for(f"authnode_test_{uuid.uuid4().hex[:8]}"), maxPoolSize=60)
+    peak = 0
+
+    def held() -> int:
+        with postgres.connect(POSTGRESQL_DATABASE) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                               (POSTGRESQL_DATABASE,)).fetchone()
+        assert row is not None
+        return int(row[0]) - 1  # this connection
+
+    try:
+        things = client.get_default_database().things
+        for _ in range(3):
+            await asyncio.gather(*(things.insert_one({"n": n}) for n in range(60)),
+                                 *(things.find_one({"n": n}) for n in range(60)))
+            peak = max(peak, held())
+    finally:
+        await client.close()
+    print(f"FerretDB held {peak} PostgreSQL connections")
+    assert 0 < peak <= POSTGRESQL_POOL_MAX_CONNS
 
 
 def _send(recorder: SmtpRecorder, to: str, subject: str, body: str) -> None:

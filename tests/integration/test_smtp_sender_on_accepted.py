@@ -1,5 +1,6 @@
 """SmtpSender's ``on_accepted``: awaited right after the server accepted the message (the
-DATA reply), before the QUIT; its exceptions propagate unchanged.
+DATA reply), before the connection is kept for the next message or QUIT; its exceptions
+propagate unchanged, and close the connection.
 
 The worker records a sent email there, so that a crash between the acceptance and the
 record (which makes a retry send the message again) has the shortest possible window.
@@ -52,7 +53,7 @@ def _message() -> Any:
                   valid_for_s=3600, message_id_key="job-9")
 
 
-async def test_on_accepted_runs_after_data_and_before_quit(
+async def test_on_accepted_runs_after_data_and_before_the_connection_is_kept(
         server: tuple[str, _Events]) -> None:
     url, events = server
     seen_when_called: list[list[str]] = []
@@ -60,8 +61,10 @@ async def test_on_accepted_runs_after_data_and_before_quit(
     async def on_accepted() -> None:
         seen_when_called.append(list(events.seen))
 
-    await SmtpSender(url, timeout_s=5).send(_message(), on_accepted=on_accepted)
+    sender = SmtpSender(url, timeout_s=5)
+    await sender.send(_message(), on_accepted=on_accepted)
     assert seen_when_called == [["DATA"]]
+    await sender.aclose()  # the connection was kept for the next message until now
     assert events.seen == ["DATA", "QUIT"]
 
 

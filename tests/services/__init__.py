@@ -16,7 +16,12 @@ from ._util import (
     wait_until,
     wait_until_async,
 )
-from .ferretdb import POSTGRESQL_DATABASE, FerretDB, ferretdb_handler
+from .ferretdb import (
+    POSTGRESQL_DATABASE,
+    POSTGRESQL_POOL_MAX_CONNS,
+    FerretDB,
+    ferretdb_handler,
+)
 from .postgres_server import PostgresServer
 from .redis_server import RedisCluster, RedisServer, RedisTarget, async_client, parse_startup_nodes
 from .smtp import RecordedMessage, SmtpRecorder
@@ -24,6 +29,7 @@ from .smtp import RecordedMessage, SmtpRecorder
 __all__ = [
     "HOST",
     "POSTGRESQL_DATABASE",
+    "POSTGRESQL_POOL_MAX_CONNS",
     "FerretDB",
     "PostgresServer",
     "RecordedMessage",

@@ -29,6 +29,18 @@ from ._util import (
 HANDLER_VARIABLE = "AUTHNODE_TEST_FERRETDB_HANDLER"
 HANDLERS = ("postgresql", "sqlite")
 POSTGRESQL_DATABASE = "ferretdb"  # FerretDB's own database beside the job queue's
+# FerretDB's pool to PostgreSQL (its default is 50): it shares the server's
+# max_connections (200 here) with the job queue's pools of every authnode the tests start,
+# and two cores never keep more than a few of its connections busy.
+POSTGRESQL_POOL_MAX_CONNS = 20
+
+
+def with_pool_limit(postgresql_url: str) -> str:
+    """The URL with ``pool_max_conns`` (FerretDB's pgx pool) unless it has one."""
+    if "pool_max_conns=" in postgresql_url:
+        return postgresql_url
+    joiner = "&" if "?" in postgresql_url else "?"
+    return f"{postgresql_url}{joiner}pool_max_conns={POSTGRESQL_POOL_MAX_CONNS}"
 
 
 def ferretdb_handler() -> str:
@@ -94,7 +106,8 @@ class FerretDB:
 
     def command_line(self) -> list[str]:
         if self.postgresql_url:
-            backend = ["--handler=postgresql", f"--postgresql-url={self.postgresql_url}"]
+            backend = ["--handler=postgresql",
+                       f"--postgresql-url={with_pool_limit(self.postgresql_url)}"]
         else:
             backend = ["--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/"]
         return [

@@ -26,6 +26,7 @@ class RecordedMessage:
     message: EmailMessage
     raw: bytes
     received_at: float = field(default_factory=time.time)
+    connection: int = 0  # which connection carried it: 1 for the first EHLO, and so on
 
     @property
     def subject(self) -> str:
@@ -74,6 +75,20 @@ class _Handler:
     def __init__(self, recorder: SmtpRecorder) -> None:
         self.recorder = recorder
 
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # with this hook, aiosmtpd leaves it to the handler
+        session.authnode_connection = self.recorder._connected()
+        return responses
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        """``250 OK``, unless the recorder is told to refuse RSET or to drop the
+        connection on it (as a server that timed the client out would have)."""
+        reply, drop = self.recorder._rset_behaviour()
+        if drop:
+            server.transport.close()
+        return reply
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         failure = self.recorder._failure_for_this_message()
         if failure is not None:
@@ -90,6 +105,7 @@ class _Handler:
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 message=parsed,
                 raw=raw,
+                connection=getattr(session, "authnode_connection", 0),
             )
         )
         return "250 Message accepted for delivery"
@@ -120,6 +136,10 @@ class SmtpRecorder:
         self._messages: list[RecordedMessage] = []
         self._lock = threading.Lock()
         self._controller: Controller | None = None
+        self.connections = 0  # EHLOs seen
+        self.rsets = 0
+        self._rset_reply = "250 OK"
+        self._rset_drops = 0
 
     def __repr__(self) -> str:
         return f"<SmtpRecorder {self.url} messages={len(self)}>"
@@ -157,6 +177,26 @@ class SmtpRecorder:
             self._refusals_left = count
             self._refusal_reply = reply
             self.refused_at.clear()
+
+    def on_rset(self, reply: str = "250 OK", *, drop_next: int = 0) -> None:
+        """Answer RSET with ``reply`` from now on; close the connection instead on the
+        next ``drop_next`` RSETs."""
+        with self._lock:
+            self._rset_reply = reply
+            self._rset_drops = drop_next
+
+    def _connected(self) -> int:
+        with self._lock:
+            self.connections += 1
+            return self.connections
+
+    def _rset_behaviour(self) -> tuple[str, bool]:
+        with self._lock:
+            self.rsets += 1
+            if self._rset_drops > 0:
+                self._rset_drops -= 1
+                return "421 4.4.2 Closing", True
+            return self._rset_reply, False
 
     def _failure_for_this_message(self) -> str | None:
         if self.failure is not None:

@@ -14,6 +14,7 @@ import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -21,6 +22,7 @@ from authnode.accounts.context import Accounts
 from authnode.accounts.emails import Mailer, deliver
 from authnode.accounts.outbox import EmailKind
 from authnode.accounts.passwords import PasswordHasher, PasswordPolicy
+from authnode.accounts.profile import load_public_profile
 from authnode.clients.redis import RedisClient
 from authnode.mfa.challenges import MfaChallenges
 from authnode.mfa.context import MfaContext
@@ -150,8 +152,8 @@ async def twins(redis: RedisClient | None = None, **environ: str) -> Twins:
     registrations = MemoryRegistrationStore()
     limiter, outbox, sender = LockoutLimiter(), RecordingOutbox(), RecordingSender()
 
-    async def no_profile(user_id: str) -> None:
-        raise AssertionError("the profile cache is not used here")
+    async def profile(user_id: str) -> dict[str, Any] | None:
+        return await load_public_profile(accounts, user_id)  # refreshes read it
 
     accounts = Accounts(
         settings=config, users=users, sessions=MemorySessionStore(guards),
@@ -164,7 +166,7 @@ async def twins(redis: RedisClient | None = None, **environ: str) -> Twins:
         revocations=Revocations(unreachable, access_token_ttl_s=config.access_token_ttl_s,
                                 refresh_token_ttl_s=config.refresh_token_ttl_s),
         limiter=limiter, outbox=outbox,
-        profiles=ProfileCache(unreachable, no_profile, ttl_s=60, tombstone_ttl_s=60),
+        profiles=ProfileCache(unreachable, profile, ttl_s=60, tombstone_ttl_s=60),
         mfa=MfaContext.build(factors=MemorySecondFactorStore(), guards=guards,
                              challenges=MfaChallenges(unreachable),
                              secrets_newest_first=[config.secret_key],

@@ -45,7 +45,7 @@ async def test_the_first_confirmed_link_wins_with_its_own_registration() -> None
     # The account has the winning registration's password, not the other's.
     issued = await login(env.accounts, email=ADDRESS, password="second secret 2",
                          ip="192.0.2.1", user_agent="test")
-    assert issued.user.id == user["id"]
+    assert issued.user["id"] == user["id"]
     with pytest.raises(InvalidCredentials):
         await login(env.accounts, email=ADDRESS, password="first secret 1", ip="192.0.2.1",
                     user_agent="test")

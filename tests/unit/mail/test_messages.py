@@ -337,3 +337,28 @@ def test_verification_needs_its_time_and_other_kinds_refuse_one() -> None:
         make("verify_email", requested_at=None)
     with pytest.raises(ValueError, match="carries no requested_at"):
         make("password_reset", requested_at=REQUESTED_AT)
+
+
+@pytest.mark.parametrize("kind", [kind.value for kind in EmailKind])
+def test_reused_parsed_headers_change_nothing_in_the_message(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """render() parses each distinct header value once (messages._ReusingPolicy); the
+    bytes are those of email.policy.default, apart from Date and the random boundary."""
+    import re
+
+    from authnode.mail import messages
+
+    name = None if kind == "verify_email" else "Ada\r\nBcc: x@evil.test"
+
+    def normalized(message: EmailMessage) -> bytes:
+        return re.sub(rb"Date: [^\n]*|=+[0-9]+==+|boundary=\"[^\"]+\"", b"",
+                      message.as_bytes())
+
+    reused = [make(kind, name=name, to=f"user{i}@example.com", message_id_key=f"job-{i}")
+              for i in range(2)]
+    assert reused[0]["Subject"] is reused[1]["Subject"]  # one parsed header, shared
+    assert reused[0]["To"] != reused[1]["To"]
+    monkeypatch.setattr(messages, "_POLICY", email.policy.default)
+    plain = [make(kind, name=name, to=f"user{i}@example.com", message_id_key=f"job-{i}")
+             for i in range(2)]
+    assert [normalized(m) for m in reused] == [normalized(m) for m in plain]
