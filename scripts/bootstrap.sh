@@ -8,7 +8,7 @@
 #   FerretDB v1:     $(go env GOPATH)/bin/ferretdb, built from the Go module proxy
 #   Helm v3:         $(go env GOPATH)/bin/helm, built the same way (the chart's CI checks)
 #   Python:          ./.venv (python3.11) with `pip install -e '.[test,bench]'`
-#   Node packages:   tests/services/oidc_provider/node_modules (oidc-provider, pinned in its
+#   Node packages:   tests/services/oidc_node/node_modules (oidc-provider, pinned in its
 #                    package.json and package-lock.json): the OpenID provider of the tests
 set -euo pipefail
 
@@ -146,14 +146,14 @@ else
 fi
 
 # ---------------------------------------------------------------- Node (test OIDC provider)
-oidc_dir="$ROOT/tests/services/oidc_provider"
+oidc_dir="$ROOT/tests/services/oidc_node"
 command -v node >/dev/null 2>&1 || die "node not found (the tests' OpenID provider needs Node.js)"
 oidc_stamp="$oidc_dir/node_modules/.installed"
 oidc_want="$(cat "$oidc_dir/package.json" "$oidc_dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
 if [ "$oidc_want" = "$(cat "$oidc_stamp" 2>/dev/null || true)" ]; then
-    say "Node packages: up to date (tests/services/oidc_provider)"
+    say "Node packages: up to date (tests/services/oidc_node)"
 else
-    say "Node packages: npm ci in tests/services/oidc_provider"
+    say "Node packages: npm ci in tests/services/oidc_node"
     (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     echo "$oidc_want" >"$oidc_stamp"
 fi

@@ -17,6 +17,7 @@ from ._util import (
     wait_until_async,
 )
 from .ferretdb import POSTGRESQL_DATABASE, FerretDB, ferretdb_handler
+from .oidc_provider import OidcProviderServer
 from .postgres_server import PostgresServer
 from .redis_server import RedisCluster, RedisServer, RedisTarget, async_client, parse_startup_nodes
 from .smtp import RecordedMessage, SmtpRecorder
@@ -25,6 +26,7 @@ __all__ = [
     "HOST",
     "POSTGRESQL_DATABASE",
     "FerretDB",
+    "OidcProviderServer",
     "PostgresServer",
     "RecordedMessage",
     "RedisCluster",

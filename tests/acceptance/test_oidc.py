@@ -1,0 +1,284 @@
+"""Signing in with an OpenID Connect provider, end to end: the real ``authnode serve``
+and a real provider (panva's oidc-provider, tests/services/oidc_provider.py), both Redis
+modes. The browser is played by httpx: it follows the provider's redirects with the
+provider's cookies and brings the callback to authnode.
+
+Hostile inputs refused here: a replayed, made-up or concurrently used ``state``, an
+address the provider does not call verified, a ``return_to`` on another origin, an
+unknown or unreachable provider; the ID token's own forgeries are in
+tests/unit/oidc/test_idtoken.py.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.acceptance.test_accounts_support import (
+    PASSWORD,
+    assert_error,
+    assert_tokens,
+    bearer,
+    describe,
+    login,
+    register_verified,
+)
+from tests.conftest import OIDC_TEST_PROVIDER, OIDC_TEST_PUBLIC_URL
+from tests.harness import AuthnodeEnv, AuthnodeProcess, unique_email
+from tests.services import OidcProviderServer, SmtpRecorder, free_port
+from tests.services.oidc_provider import CLIENT_ID, CLIENT_SECRET
+
+IDP = OIDC_TEST_PROVIDER
+MAX_HOPS = 10
+
+
+@pytest.fixture
+def oidc_env(authnode_env: AuthnodeEnv, oidc_provider: OidcProviderServer) -> AuthnodeEnv:
+    """The deployment with the test provider and one that cannot be reached."""
+    return authnode_env.with_overrides(
+        PUBLIC_URL=OIDC_TEST_PUBLIC_URL, OIDC_PROVIDERS=f"{IDP},down",
+        OIDC_IDP_ISSUER=oidc_provider.issuer, OIDC_IDP_CLIENT_ID=CLIENT_ID,
+        OIDC_IDP_CLIENT_SECRET=CLIENT_SECRET, OIDC_IDP_DISPLAY_NAME="Test IdP",
+        OIDC_DOWN_ISSUER=f"http://127.0.0.1:{free_port()}", OIDC_DOWN_CLIENT_ID="x",
+        OIDC_DOWN_CLIENT_SECRET="y")
+
+
+@pytest.fixture
+def server(oidc_env: AuthnodeEnv) -> Iterator[AuthnodeProcess]:
+    process = oidc_env.start("all")
+    yield process
+    code = process.stop()
+    assert code == 0, process.logs()
+
+
+def account(provider: OidcProviderServer, *, verified: bool = True,
+            email: str | None = None) -> tuple[str, str]:
+    """A new account at the provider: (its id, its email)."""
+    account_id = "acct-" + secrets.token_hex(6)
+    email = email or unique_email("oidc")
+    provider.put_account(account_id, email=email, email_verified=verified, name="Ann Oidc")
+    return account_id, email
+
+
+def to_authnode(server: AuthnodeProcess, url: str) -> str:
+    """PUBLIC_URL's address as the local process serves it."""
+    assert url.startswith(OIDC_TEST_PUBLIC_URL + "/"), url
+    return server.url + url[len(OIDC_TEST_PUBLIC_URL):]
+
+
+def through_provider(server: AuthnodeProcess, authorization_url: str,
+                     account_id: str) -> str:
+    """Follow the provider's redirects as a browser would, signing in as ``account_id``;
+    returns the callback URL (on authnode's local address), not yet visited."""
+    url = f"{authorization_url}&login_hint={account_id}"
+    with httpx.Client(timeout=10) as browser:
+        for _ in range(MAX_HOPS):
+            response = browser.get(url)
+            assert response.status_code in (302, 303), describe(response)
+            url = str(response.url.join(response.headers["location"]))
+            if url.startswith(OIDC_TEST_PUBLIC_URL):
+                return to_authnode(server, url)
+    raise AssertionError("the provider never came back")
+
+
+def start(server: AuthnodeProcess, **params: str) -> httpx.Response:
+    return httpx.get(f"{server.url}/v1/auth/oidc/{params.pop('provider', IDP)}/start",
+                     params=params, timeout=10)
+
+
+def callback_url(server: AuthnodeProcess, account_id: str, *, return_to: str = "/done",
+                 mode: str = "app") -> str:
+    response = start(server, return_to=return_to, mode=mode)
+    assert response.status_code == 302, describe(response)
+    location = response.headers["location"]
+    query = parse_qs(urlsplit(location).query)
+    assert query["code_challenge_method"] == ["S256"] and query["nonce"] and query["state"]
+    assert query["redirect_uri"] == [f"{OIDC_TEST_PUBLIC_URL}/v1/auth/oidc/{IDP}/callback"]
+    return through_provider(server, location, account_id)
+
+
+def code_from(response: httpx.Response, return_to: str) -> str:
+    assert response.status_code == 302, describe(response)
+    location = response.headers["location"]
+    assert location.startswith(return_to + "?code="), location
+    assert "token" not in location, "no token in a URL"
+    return parse_qs(urlsplit(location).query)["code"][0]
+
+
+def sign_in(server: AuthnodeProcess, account_id: str) -> httpx.Response:
+    """The whole app flavour: start, provider, callback, exchange (its answer)."""
+    callback = httpx.get(callback_url(server, account_id), timeout=10)
+    code = code_from(callback, f"{OIDC_TEST_PUBLIC_URL}/done")
+    return server.client.post("/v1/auth/oidc/exchange", json={"code": code})
+
+
+def identities(server: AuthnodeProcess, access_token: str) -> list[dict[str, Any]]:
+    response = server.client.get("/v1/users/me/identities", headers=bearer(access_token))
+    assert response.status_code == 200, describe(response)
+    found: list[dict[str, Any]] = response.json()["identities"]
+    return found
+
+
+def test_first_sign_in_creates_an_account_the_second_signs_in(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    account_id, email = account(oidc_provider)
+    callback = httpx.get(callback_url(server, account_id), timeout=10)
+    code = code_from(callback, f"{OIDC_TEST_PUBLIC_URL}/done")
+    first = assert_tokens(server.client.post("/v1/auth/oidc/exchange", json={"code": code}),
+                          email=email)
+    assert first["user"]["email_verified"] is True and first["user"]["name"] == "Ann Oidc"
+    # The code works once.
+    assert_error(server.client.post("/v1/auth/oidc/exchange", json={"code": code}),
+                 400, "invalid_token")
+    second = assert_tokens(sign_in(server, account_id), email=email)
+    assert second["user"]["id"] == first["user"]["id"]
+    (identity,) = identities(server, second["access_token"])
+    assert (identity["provider"], identity["display_name"], identity["email"]) == (
+        IDP, "Test IdP", email)
+    sessions = server.client.get("/v1/sessions", headers=bearer(second["access_token"]))
+    assert len(sessions.json()["sessions"]) == 2, describe(sessions)
+    # No password: a password login is refused like any wrong one; the last way in stays.
+    assert_error(server.client.post("/v1/auth/login", json={"email": email,
+                                                             "password": PASSWORD}),
+                 401, "invalid_credentials")
+    assert_error(server.client.post("/v1/auth/password/change", headers=bearer(
+        second["access_token"]), json={"current_password": "", "new_password": PASSWORD}),
+        409, "no_password")
+    assert_error(server.client.delete(f"/v1/users/me/identities/{identity['id']}",
+                                      headers=bearer(second["access_token"])),
+                 409, "last_sign_in_method")
+    assert len(identities(server, second["access_token"])) == 1
+    metrics_text = server.logs()
+    assert code not in metrics_text and second["access_token"] not in metrics_text
+
+
+def test_a_matching_email_is_linked_only_once_its_owner_confirms(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer,
+        smtp: SmtpRecorder) -> None:
+    email, user = register_verified(server.client, smtp)
+    account_id, _ = account(oidc_provider, email=email)
+    refused = sign_in(server, account_id)
+    assert refused.status_code == 409, describe(refused)
+    body = refused.json()
+    assert body["error"]["code"] == "link_required" and body["email"] == email
+    assert body["methods"] == ["password", "sign_in_and_link"]
+    own = login(server.client, email)
+    assert identities(server, own["access_token"]) == [], "not linked before confirming"
+    wrong = server.client.post("/v1/auth/oidc/link/confirm",
+                               json={"link_token": body["link_token"], "password": "nope"})
+    assert_error(wrong, 401, "invalid_credentials")
+    confirmed = assert_tokens(server.client.post(
+        "/v1/auth/oidc/link/confirm",
+        json={"link_token": body["link_token"], "password": PASSWORD}), email=email)
+    assert confirmed["user"]["id"] == user["id"]
+    assert_error(server.client.post("/v1/auth/oidc/link/confirm", json={
+        "link_token": body["link_token"], "password": PASSWORD}), 400, "invalid_token")
+    (identity,) = identities(server, own["access_token"])
+    again = assert_tokens(sign_in(server, account_id), email=email)
+    assert again["user"]["id"] == user["id"], "now it signs in directly"
+    # The account has a password: the identity may go, and the next sign-in asks again.
+    unlinked = server.client.delete(f"/v1/users/me/identities/{identity['id']}",
+                                    headers=bearer(own["access_token"]))
+    assert unlinked.status_code == 204, describe(unlinked)
+    assert identities(server, own["access_token"]) == []
+    assert sign_in(server, account_id).status_code == 409
+
+
+def test_a_signed_in_user_links_and_unlinks_a_provider(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer,
+        smtp: SmtpRecorder) -> None:
+    email, user = register_verified(server.client, smtp)
+    own = login(server.client, email)
+    account_id, _ = account(oidc_provider, email=unique_email("other-address"))
+    started = server.client.post(f"/v1/users/me/identities/{IDP}",
+                                 headers=bearer(own["access_token"]),
+                                 json={"return_to": "/account"})
+    assert started.status_code == 200, describe(started)
+    callback = httpx.get(through_provider(server, started.json()["authorization_url"],
+                                          account_id), timeout=10)
+    assert callback.status_code == 303, describe(callback)
+    assert callback.headers["location"] == f"{OIDC_TEST_PUBLIC_URL}/account?linked={IDP}"
+    (identity,) = identities(server, own["access_token"])
+    signed_in = assert_tokens(sign_in(server, account_id))
+    assert signed_in["user"]["id"] == user["id"]
+    # Someone else cannot link the same provider account.
+    other_email, _ = register_verified(server.client, smtp)
+    other = login(server.client, other_email)
+    started = server.client.post(f"/v1/users/me/identities/{IDP}",
+                                 headers=bearer(other["access_token"]), json={})
+    stolen = httpx.get(through_provider(server, started.json()["authorization_url"],
+                                        account_id), timeout=10)
+    assert_error(stolen, 409, "identity_in_use")
+    assert identities(server, other["access_token"]) == []
+    unlinked = server.client.delete(f"/v1/users/me/identities/{identity['id']}",
+                                    headers=bearer(own["access_token"]))
+    assert unlinked.status_code == 204, describe(unlinked)
+    assert_error(server.client.delete(f"/v1/users/me/identities/{identity['id']}",
+                                      headers=bearer(own["access_token"])), 404, "not_found")
+
+
+def test_the_hosted_page_flavour_sets_cookies_and_goes_back(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    account_id, _ = account(oidc_provider)
+    callback = httpx.get(callback_url(server, account_id, return_to="/account",
+                                      mode="page"), timeout=10)
+    assert callback.status_code == 303, describe(callback)
+    assert callback.headers["location"] == f"{OIDC_TEST_PUBLIC_URL}/account"
+    cookies = callback.headers.get_list("set-cookie")
+    # PUBLIC_URL is not localhost: the __Host- cookies, Secure and HttpOnly.
+    for name in ("__Host-authnode_refresh=", "__Host-authnode_access="):
+        assert any(c.startswith(name) and "HttpOnly" in c and "Secure" in c
+                   for c in cookies), cookies
+
+
+def test_state_is_single_use_and_unforgeable(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    account_id, _ = account(oidc_provider)
+    url = callback_url(server, account_id)
+    answers: list[httpx.Response] = []
+    threads = [threading.Thread(target=lambda: answers.append(httpx.get(url, timeout=10)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(a.status_code for a in answers) == [302, 400, 400], \
+        [describe(a) for a in answers]
+    for answer in answers:
+        if answer.status_code == 400:
+            assert_error(answer, 400, "invalid_state")
+    assert_error(httpx.get(url, timeout=10), 400, "invalid_state")  # a replay later
+    forged = url.split("?")[0] + "?code=abc&state=" + secrets.token_urlsafe(32)
+    assert_error(httpx.get(forged, timeout=10), 400, "invalid_state")
+    assert_error(httpx.get(url.split("?")[0], timeout=10), 400, "invalid_state")
+
+
+def test_hostile_and_failing_sign_ins_get_clear_errors(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    unverified_id, unverified_email = account(oidc_provider, verified=False)
+    callback = httpx.get(callback_url(server, unverified_id), timeout=10)
+    assert_error(callback, 403, "provider_email_not_verified")
+    for foreign in ("https://evil.example.com/x", "//evil.example.com", "/\\evil.example.com",
+                    "javascript:alert(1)"):
+        assert_error(start(server, return_to=foreign), 400, "invalid_return_to")
+    assert_error(start(server, mode="app"), 400, "invalid_return_to")  # nowhere to send it
+    assert_error(start(server, return_to="/done", mode="other"), 422, "invalid_request")
+    assert_error(start(server, provider="nope", return_to="/done"), 404, "unknown_provider")
+    down = start(server, provider="down", return_to="/done")
+    body = assert_error(down, 503, "provider_unavailable")
+    assert "'down'" in body["error"]["message"]
+    assert httpx.get(server.url + "/readyz", timeout=5).status_code == 200
+    listed = server.client.get("/v1/auth/oidc/providers").json()["providers"]
+    assert listed == [{"name": IDP, "display_name": "Test IdP"},
+                      {"name": "down", "display_name": "Down"}]
+    assert_error(server.client.post("/v1/auth/oidc/exchange", json={"code": "made-up"}),
+                 400, "invalid_token")
+    denied = httpx.get(callback_url(server, "no-such-account"), timeout=10)
+    assert_error(denied, 400, "provider_error")
+    assert unverified_email not in server.logs()
