@@ -32,10 +32,13 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
 import httpx
 
 from authnode.accounts.authentication import check_password, start_session
@@ -68,6 +71,9 @@ STATE_TTL_S = 600
 CODE_TTL_S = 60
 LINK_TTL_S = 600
 UNLINK_LOCK_S = 10
+RESOLVE_TRIES = 3
+CREATION_WAIT_S = 2.0  # the most an account's two inserts take, but for a crash
+DANGLING_AFTER = timedelta(minutes=1)  # an identity this old without its user: stale
 AMR = ("ext",)  # RFC 8176 has no "federated": "ext" is our documented value
 MAX_NAME_CHARS = 100
 
@@ -219,37 +225,58 @@ class Oidc:
 
     async def _resolve(self, provider: OidcProvider,
                        claims: dict[str, Any]) -> User | dict[str, Any]:
-        """The user this identity signs in as, or the link waiting for confirmation."""
+        """The user this identity signs in as, or the link waiting for confirmation.
+
+        A new account claims the identity first, then its address (each one insert that
+        exactly one caller wins), so concurrent first sign-ins of one identity make one
+        account, and a sign-in that finds the address taken re-reads the identity before
+        it asks for a link (the account may be this identity's, in the making)."""
         accounts = self.accounts
         subject: str = claims["sub"]
-        identity = await accounts.identities.by_subject(provider.name, subject)
-        if identity is not None:
-            user = await accounts.users.by_id(identity.user_id)
-            if user is not None:
-                if user.disabled:
-                    raise AccountDisabled()
+        for _ in range(RESOLVE_TRIES):
+            identity = await accounts.identities.by_subject(provider.name, subject)
+            if identity is not None:
+                user = await self._user_of(identity)
+                if user is not None:
+                    if user.disabled:
+                        raise AccountDisabled()
+                    return user
+                # Its account was deleted (and the identity with it, unless that failed).
+                await accounts.identities.delete(identity.user_id, identity.id)
+            email = verified_email(claims)
+            if email is None:
+                accounts.audit.record("login.failed", user_id=None,
+                                      outcome=f"oidc:{provider.name}:email_not_verified")
+                raise ProviderEmailNotVerified()
+            address = lookup_email(email)
+            existing = await accounts.users.by_email(address)
+            if existing is not None:
+                again = await accounts.identities.by_subject(provider.name, subject)
+                if again is not None and again.user_id == existing.id:
+                    return existing
+                return {"provider": provider.name, "subject": subject,
+                        "email": existing.email, "user_id": existing.id}
+            created = await self._create_account(provider, subject, address, claims)
+            if created is not None:
+                return created
+        raise InvalidState("The sign-in raced another one; start it again.")
+
+    async def _user_of(self, identity: Identity) -> User | None:
+        """The identity's user; None if it is gone (a deletion that failed halfway). A
+        young identity without its user is an account being made: wait for it."""
+        deadline = time.monotonic() + CREATION_WAIT_S
+        while True:
+            user = await self.accounts.users.by_id(identity.user_id)
+            if user is not None or self.accounts.now() - identity.created_at > DANGLING_AFTER:
                 return user
-            # Its account was deleted (and the identity with it, unless that failed).
-            await accounts.identities.delete(identity.user_id, identity.id)
-        email = verified_email(claims)
-        if email is None:
-            accounts.audit.record("login.failed", user_id=None,
-                                  outcome=f"oidc:{provider.name}:email_not_verified")
-            raise ProviderEmailNotVerified()
-        address = lookup_email(email)
-        existing = await accounts.users.by_email(address)
-        if existing is None:
-            found, created = await self._create_account(provider, subject, address, claims)
-            if created:
-                return found
-            existing = found
-        return {"provider": provider.name, "subject": subject, "email": existing.email,
-                "user_id": existing.id}
+            if time.monotonic() >= deadline:
+                raise InvalidState("The sign-in raced another one; start it again.")
+            await anyio.sleep(0.02)
 
     async def _create_account(self, provider: OidcProvider, subject: str, address: str,
-                              claims: dict[str, Any]) -> tuple[User, bool]:
-        """A new password-less account; if the address was taken meanwhile, that
-        account (to be linked only by its owner)."""
+                              claims: dict[str, Any]) -> User | None:
+        """A new password-less account for this identity; None if another caller claimed
+        the identity or the address first (the caller looks again)."""
         accounts = self.accounts
         now = accounts.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -258,25 +285,22 @@ class Oidc:
                     name=name[:MAX_NAME_CHARS] if isinstance(name, str) and name else None,
                     password_hash=NO_PASSWORD, email_verified=True, disabled=False,
                     credential_version=1, created_at=now, updated_at=now)
-        if not await accounts.users.create(user, now):
-            other = await accounts.users.by_email(address)
-            if other is None:
-                raise InvalidState("The address changed hands during the sign-in; retry.")
-            return other, False
+        identity = Identity(provider=provider.name, subject=subject, user_id=user.id,
+                            email=address, created_at=now)
+        if not await accounts.identities.insert(identity):
+            return None
+        try:
+            created = await accounts.users.create(user, now)
+        except BaseException:
+            await accounts.identities.delete(user.id, identity.id)
+            raise
+        if not created:
+            await accounts.identities.delete(user.id, identity.id)
+            return None
         await accounts.registrations.delete_for_email(address)
-        if not await accounts.identities.insert(Identity(
-                provider=provider.name, subject=subject, user_id=user.id, email=address,
-                created_at=now)):
-            # Another callback of the same identity made its account first: use that.
-            await accounts.users.delete(user.id)
-            identity = await accounts.identities.by_subject(provider.name, subject)
-            winner = await accounts.users.by_id(identity.user_id) if identity else None
-            if winner is None:
-                raise InvalidState("The sign-in raced another; retry.")
-            return winner, True
         accounts.audit.record("user.created", user_id=user.id, outcome=f"oidc:{provider.name}")
         accounts.audit.record("identity.linked", user_id=user.id, outcome=provider.name)
-        return user, True
+        return user
 
     async def _link_signed_in(self, provider: OidcProvider, claims: dict[str, Any],
                               user_id: str) -> None:

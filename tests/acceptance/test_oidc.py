@@ -11,8 +11,11 @@ tests/unit/oidc/test_idtoken.py.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from authnode.mfa import totp
 from tests.acceptance.test_accounts_support import (
     PASSWORD,
     assert_error,
@@ -29,9 +33,10 @@ from tests.acceptance.test_accounts_support import (
     login,
     register_verified,
 )
+from tests.acceptance.test_mfa import enroll_totp
 from tests.conftest import OIDC_TEST_PROVIDER, OIDC_TEST_PUBLIC_URL
 from tests.harness import AuthnodeEnv, AuthnodeProcess, unique_email
-from tests.services import OidcProviderServer, SmtpRecorder, free_port
+from tests.services import OidcProviderServer, SmtpRecorder, free_port, wait_until
 from tests.services.oidc_provider import CLIENT_ID, CLIENT_SECRET
 
 IDP = OIDC_TEST_PROVIDER
@@ -282,3 +287,70 @@ def test_hostile_and_failing_sign_ins_get_clear_errors(
     denied = httpx.get(callback_url(server, "no-such-account"), timeout=10)
     assert_error(denied, 400, "provider_error")
     assert unverified_email not in server.logs()
+
+
+def _claims(access_token: str) -> dict[str, Any]:
+    payload = access_token.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * 4))
+    return decoded
+
+
+def test_a_provider_sign_in_is_recorded_and_a_second_factor_still_asked(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    account_id, email = account(oidc_provider)
+    first = assert_tokens(sign_in(server, account_id), email=email)
+    claims = _claims(first["access_token"])
+    assert claims["amr"] == ["ext"] and claims["aal"] == 1
+    secret, _ = enroll_totp(server.client, first["access_token"])
+    asked = sign_in(server, account_id)
+    assert asked.status_code == 401, describe(asked)
+    body = asked.json()
+    assert body["error"]["code"] == "mfa_required" and body["methods"][0] == "totp"
+    finished = assert_tokens(server.client.post("/v1/auth/mfa", json={
+        "mfa_token": body["mfa_token"],
+        "code": totp.code_at(secret, time.time() + totp.STEP_S)}), email=email)
+    claims = _claims(finished["access_token"])
+    assert claims["amr"] == ["ext", "otp"] and claims["aal"] == 2
+
+    def recorded() -> list[tuple[str, str]]:
+        response = server.client.get("/v1/users/me/activity",
+                                     headers=bearer(finished["access_token"]))
+        events = [(e["event"], e["outcome"]) for e in response.json()["events"]]
+        wanted = {("login.succeeded", f"oidc:{IDP}"), ("login.mfa_required", f"oidc:{IDP}"),
+                  ("identity.linked", IDP), ("user.created", f"oidc:{IDP}")}
+        return events if wanted <= set(events) else []
+
+    wait_until(recorded, 15, "the provider sign-ins in the audit log")
+
+
+def test_the_same_subject_after_the_account_was_deleted_gets_a_new_account(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    account_id, email = account(oidc_provider)
+    first = assert_tokens(sign_in(server, account_id), email=email)
+    # No password to type: a sign-in in the last REAUTH_MAX_AGE_S stands in for it.
+    deleted = server.client.request("DELETE", "/v1/users/me", json={"password": ""},
+                                    headers=bearer(first["access_token"]))
+    assert deleted.status_code == 204, describe(deleted)
+    again = assert_tokens(sign_in(server, account_id), email=email)
+    assert again["user"]["id"] != first["user"]["id"]
+    assert len(identities(server, again["access_token"])) == 1
+
+
+def test_concurrent_first_sign_ins_of_one_identity_make_one_account(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    account_id, email = account(oidc_provider)
+    urls = [callback_url(server, account_id) for _ in range(3)]
+    answers: list[httpx.Response] = []
+    threads = [threading.Thread(target=lambda u=url: answers.append(httpx.get(u, timeout=10)))
+               for url in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    ids = set()
+    for answer in answers:
+        code = code_from(answer, f"{OIDC_TEST_PUBLIC_URL}/done")
+        tokens = assert_tokens(server.client.post("/v1/auth/oidc/exchange",
+                                                  json={"code": code}), email=email)
+        ids.add(tokens["user"]["id"])
+    assert len(ids) == 1, ids

@@ -17,12 +17,20 @@ from typing import Any
 
 import httpx
 
-from ._util import HOST, ServiceError, find_executable, free_port, spawn, stop_process, tail, \
-    wait_until
+from ._util import (
+    HOST,
+    ServiceError,
+    find_executable,
+    free_port,
+    spawn,
+    stop_process,
+    tail,
+    wait_until,
+)
 
 NODE_DIR = Path(__file__).resolve().parent / "oidc_node"
 CLIENT_ID = "authnode-test"
-CLIENT_SECRET = "test-client-secret-of-32-characters!"  # noqa: S105 (a test provider's)
+CLIENT_SECRET = "test-client-secret-of-32-characters!"
 
 
 @dataclass
