@@ -32,6 +32,7 @@ from tests.acceptance.test_accounts_support import (
     describe,
     login,
     register_verified,
+    reset_token,
 )
 from tests.acceptance.test_mfa import enroll_totp
 from tests.conftest import OIDC_TEST_PROVIDER, OIDC_TEST_PUBLIC_URL
@@ -354,3 +355,23 @@ def test_concurrent_first_sign_ins_of_one_identity_make_one_account(
                                                   json={"code": code}), email=email)
         ids.add(tokens["user"]["id"])
     assert len(ids) == 1, ids
+
+
+def test_an_account_without_a_password_sets_one_through_the_reset_email(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer,
+        smtp: SmtpRecorder) -> None:
+    account_id, email = account(oidc_provider)
+    first = assert_tokens(sign_in(server, account_id), email=email)
+    forgot = server.client.post("/v1/auth/password/forgot", json={"email": email})
+    assert forgot.status_code == 202, describe(forgot)
+    token = reset_token(smtp, email)
+    reset = server.client.post("/v1/auth/password/reset",
+                               json={"token": token, "password": PASSWORD})
+    assert reset.status_code == 204, describe(reset)
+    own = login(server.client, email)
+    assert own["user"]["id"] == first["user"]["id"]
+    # Now the password is another way in: the identity may go.
+    (identity,) = identities(server, own["access_token"])
+    unlinked = server.client.delete(f"/v1/users/me/identities/{identity['id']}",
+                                    headers=bearer(own["access_token"]))
+    assert unlinked.status_code == 204, describe(unlinked)
