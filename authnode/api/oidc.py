@@ -73,8 +73,11 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
 
     @bp.get("/v1/auth/oidc/<provider>/start")
     @public
+    @no_content(302)
     @document_response(schemas.Error, 400)
     @document_response(schemas.Error, 404)
+    @document_response(schemas.Error, 422)
+    @document_response(schemas.Error, 429)
     @document_response(schemas.Error, 503)
     async def start(provider: str) -> Response:
         """Redirect (302) to the provider. ``return_to``: where to come back (a path here,
@@ -82,10 +85,10 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
         ``app`` (default: back to ``return_to?code=…``, a one-time code for
         ``POST /v1/auth/oidc/exchange``) or ``page`` (the hosted pages: cookies set, then
         ``return_to``)."""
+        oidc.provider(provider)  # 404 before anything else
         mode = request.args.get("mode", "app")
         if mode not in MODES:
             raise InvalidRequest("mode must be app or page.")
-        oidc.provider(provider)  # 404 before anything else
         target = checked_return_to(settings, request.args.get("return_to"),
                                    required=mode == "app")
         await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
@@ -94,8 +97,12 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
 
     @bp.get("/v1/auth/oidc/<provider>/callback")
     @public
+    @no_content(302)
+    @no_content(303)
     @document_response(schemas.Error, 400)
     @document_response(schemas.Error, 403)
+    @document_response(schemas.Error, 404)
+    @document_response(schemas.Error, 409)
     @document_response(schemas.Error, 503)
     async def callback(provider: str) -> Response:
         """Where the provider sends the browser back (``PUBLIC_URL/v1/auth/oidc/<name>/
@@ -123,7 +130,11 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
     @document_response(schemas.Tokens, 200)
     @document_response(schemas.Error, 400)
     @document_response(schemas.MfaRequired, 401)
+    @document_response(schemas.Error, 403)
+    @document_response(schemas.Error, 404)
     @document_response(schemas.LinkRequired, 409)
+    @document_response(schemas.Error, 429)
+    @document_response(schemas.Error, 503)
     async def exchange(data: schemas.OidcExchangeRequest) -> Response:
         """Exchange the one-time ``code`` (60 s, once) for the tokens body; or 401
         ``mfa_required`` (finish at ``/v1/auth/mfa``), or 409 ``link_required`` with a
@@ -139,7 +150,11 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
     @document_response(schemas.Tokens, 200)
     @document_response(schemas.Error, 400)
     @document_response(schemas.MfaRequired, 401)
+    @document_response(schemas.Error, 403)
+    @document_response(schemas.Error, 404)
+    @document_response(schemas.Error, 409)
     @document_response(schemas.Error, 429)
+    @document_response(schemas.Error, 503)
     async def confirm_link(data: schemas.OidcLinkConfirmRequest) -> Response:
         """Prove the account is yours with its password: the provider is linked to it and
         you are signed in. A wrong password counts against the lockout as a login does."""
@@ -161,8 +176,11 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
     @requires(USER, step_up=True, recent=True)
     @validate_request(schemas.OidcLinkStartRequest)
     @document_response(schemas.AuthorizationUrl, 200)
+    @document_response(schemas.Error, 400)
     @document_response(schemas.Error, 401)
+    @document_response(schemas.Error, 403)
     @document_response(schemas.Error, 404)
+    @document_response(schemas.Error, 503)
     async def link_start(provider: str, data: schemas.OidcLinkStartRequest) -> dict[str, str]:
         """Link a provider to this account: open ``authorization_url`` in the browser;
         it comes back to ``return_to?linked=<provider>`` (409 ``identity_in_use`` if that
@@ -176,6 +194,7 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
     @bp.delete("/v1/users/me/identities/<identity_id>")
     @requires(USER, step_up=True)
     @document_response(schemas.Error, 401)
+    @document_response(schemas.Error, 403)
     @document_response(schemas.Error, 404)
     @document_response(schemas.Error, 409)
     @no_content()
