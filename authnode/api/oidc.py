@@ -3,7 +3,7 @@ the signed-in user's linked providers. The flow is in :mod:`authnode.oidc.flow`.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from quart import Blueprint, Response, g, request
 from quart_schema import document_response, validate_request
@@ -17,7 +17,7 @@ from authnode.api.return_urls import safe_return_url
 from authnode.errors import InvalidRequest
 from authnode.observability.metrics import Metrics
 from authnode.oidc.errors import InvalidReturnTo
-from authnode.oidc.flow import Oidc
+from authnode.oidc.flow import STATE_TTL_S, Oidc, browser_cookie_name
 from authnode.oidc.providers import login_buttons
 from authnode.settings import Settings
 
@@ -26,6 +26,7 @@ MODES = ("app", "page")
 # second factor, or confirming a link): the hosted login page, with a one-time code to
 # exchange at POST /v1/auth/oidc/exchange.
 PAGE_CONTINUE = "/login"
+OIDC_PATH = "/v1/auth/oidc/"  # under PUBLIC_URL's path: the browser-binding cookie's
 
 
 def checked_return_to(settings: Settings, raw: str | None, *, required: bool) -> str:
@@ -55,6 +56,8 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
     bp = Blueprint("oidc", __name__)
     accounts = oidc.accounts
     settings = accounts.settings
+
+    cookie_path = (urlsplit(settings.public_origin).path or "") + OIDC_PATH
 
     def ip() -> str:
         return client_ip(request, trusted_proxies=settings.trusted_proxies)
@@ -93,7 +96,13 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
                                    required=mode == "app")
         await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
         started = await oidc.start(provider, return_to=target, mode=mode)
-        return _redirect(started.authorization_url)
+        response = _redirect(started.authorization_url)
+        assert started.browser_key is not None
+        response.set_cookie(browser_cookie_name(started.state), started.browser_key,
+                            max_age=STATE_TTL_S, path=cookie_path,
+                            secure=not browser.is_development(settings), httponly=True,
+                            samesite="Lax")
+        return response
 
     @bp.get("/v1/auth/oidc/<provider>/callback")
     @public
@@ -108,21 +117,30 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
         """Where the provider sends the browser back (``PUBLIC_URL/v1/auth/oidc/<name>/
         callback`` is the redirect URI to register with it)."""
         args = request.args
-        done = await oidc.callback(provider, state=args.get("state"), code=args.get("code"),
-                                   error=args.get("error"), ip=ip(),
+        state = args.get("state") or ""
+        cookie = browser_cookie_name(state)
+        done = await oidc.callback(provider, state=state, code=args.get("code"),
+                                   error=args.get("error"),
+                                   browser_key=request.cookies.get(cookie), ip=ip(),
                                    user_agent=user_agent(request))
-        if done.linked:
-            return _redirect(with_query(done.return_to, linked=done.linked), 303)
+        if done.link_code is not None:
+            return _redirect(with_query(done.return_to, link_code=done.link_code), 303)
         if done.tokens is not None:
             metrics.logins.labels(outcome="success").inc()
-            return browser.signed_in_redirect(schemas.Tokens.body(done.tokens), settings,
-                                              done.return_to)
-        assert done.code is not None
-        if done.mode == "page":
-            return _redirect(with_query(settings.public_origin + PAGE_CONTINUE,
-                                        oidc_code=done.code,
-                                        return_to=done.return_to), 303)
-        return _redirect(with_query(done.return_to, code=done.code))
+            response = browser.signed_in_redirect(schemas.Tokens.body(done.tokens),
+                                                  settings, done.return_to)
+        else:
+            assert done.code is not None
+            if done.mode == "page":
+                response = _redirect(with_query(settings.public_origin + PAGE_CONTINUE,
+                                                oidc_code=done.code,
+                                                return_to=done.return_to), 303)
+            else:
+                response = _redirect(with_query(done.return_to, code=done.code))
+        response.delete_cookie(cookie, path=cookie_path,
+                               secure=not browser.is_development(settings), httponly=True,
+                               samesite="Lax")
+        return response
 
     @bp.post("/v1/auth/oidc/exchange")
     @public
@@ -182,14 +200,28 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
     @document_response(schemas.Error, 404)
     @document_response(schemas.Error, 503)
     async def link_start(provider: str, data: schemas.OidcLinkStartRequest) -> dict[str, str]:
-        """Link a provider to this account: open ``authorization_url`` in the browser;
-        it comes back to ``return_to?linked=<provider>`` (409 ``identity_in_use`` if that
-        provider account is another user's)."""
+        """Start linking a provider to this account: open ``authorization_url`` in the
+        browser; it comes back to ``return_to?link_code=…`` (5 minutes), which this user
+        posts to ``POST /v1/users/me/identities`` to finish."""
         oidc.provider(provider)
         target = checked_return_to(settings, data.return_to, required=False)
         started = await oidc.start(provider, return_to=target, mode="page",
                                    link_user_id=g.principal.user_id)
         return {"authorization_url": started.authorization_url}
+
+    @bp.post("/v1/users/me/identities")
+    @requires(USER)
+    @validate_request(schemas.OidcLinkCodeRequest)
+    @document_response(schemas.Identity, 201)
+    @document_response(schemas.Error, 400)
+    @document_response(schemas.Error, 401)
+    @document_response(schemas.Error, 404)
+    @document_response(schemas.Error, 409)
+    async def link_finish(data: schemas.OidcLinkCodeRequest) -> tuple[dict[str, object], int]:
+        """Finish a link with the ``link_code`` its callback gave, with the same user's
+        token (a code is another user's or used: 400); 409 ``identity_in_use`` if that
+        provider account is someone else's."""
+        return await oidc.confirm_own_link(g.principal, data.link_code), 201
 
     @bp.delete("/v1/users/me/identities/<identity_id>")
     @requires(USER, step_up=True)

@@ -365,6 +365,10 @@ class OidcLinkStartRequest(_Request):
     return_to: str | None = Field(default=None, max_length=2048)
 
 
+class OidcLinkCodeRequest(_Request):
+    link_code: str = Field(max_length=256)
+
+
 class AuthorizationUrl(BaseModel):
     authorization_url: str
 

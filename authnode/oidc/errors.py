@@ -92,6 +92,13 @@ class LinkRequired(AuthnodeError):
                 "email": self.email, "methods": self.methods}
 
 
+class SignInToLink(AuthnodeError):
+    status = 403
+    code = "sign_in_to_link"
+    default_message = ("This account has a second factor: sign in to it (with the factor), "
+                       "then link the provider from your account.")
+
+
 class IdentityInUse(AuthnodeError):
     status = 409
     code = "identity_in_use"

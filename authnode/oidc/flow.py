@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -58,6 +59,7 @@ from authnode.oidc.errors import (
     ProviderEmailNotVerified,
     ProviderError,
     ProviderUnavailable,
+    SignInToLink,
     UnknownProvider,
 )
 from authnode.oidc.idtoken import UnknownKey, validate_id_token, verified_email
@@ -71,6 +73,8 @@ STATE_TTL_S = 600
 CODE_TTL_S = 60
 LINK_TTL_S = 600
 UNLINK_LOCK_S = 10
+LINK_CODE_TTL_S = 300
+OWN_LINK = "own"  # a link code of a signed-in user's link (not a link_required token)
 RESOLVE_TRIES = 3
 CREATION_WAIT_S = 2.0  # the most an account's two inserts take, but for a crash
 DANGLING_AFTER = timedelta(minutes=1)  # an identity this old without its user: stale
@@ -89,6 +93,15 @@ def redirect_uri(settings: Settings, provider: OidcProvider) -> str:
 @dataclass(frozen=True)
 class Started:
     authorization_url: str
+    state: str
+    # The browser that started the sign-in keeps this (a cookie); the callback wants it
+    # back, so a callback URL sent to someone else signs no one in (login CSRF).
+    browser_key: str | None
+
+
+def browser_cookie_name(state: str) -> str:
+    """One cookie per sign-in, so two tabs signing in at once do not collide."""
+    return "authnode_oidc_" + _digest(state)[:12]
 
 
 @dataclass(frozen=True)
@@ -100,7 +113,7 @@ class SignedIn:
     mode: str
     code: str | None = None
     tokens: IssuedTokens | None = None
-    linked: str | None = None  # a signed-in user's link finished (provider name)
+    link_code: str | None = None  # a signed-in user's link, to confirm with their token
 
 
 class Oidc:
@@ -128,10 +141,12 @@ class Oidc:
         metadata = await self.directory.metadata(provider)
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)
+        browser_key = None if link_user_id else secrets.token_urlsafe(32)
         challenge = base64.urlsafe_b64encode(
             hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
         pending = {"provider": provider.name, "nonce": nonce, "verifier": verifier,
-                   "return_to": target, "mode": mode, "link_user_id": link_user_id}
+                   "return_to": target, "mode": mode, "link_user_id": link_user_id,
+                   "browser": _digest(browser_key) if browser_key else None}
         async with redis_unavailable():
             await self._redis.set(redis_keys.oidc_state(_digest(state)),
                                   json.dumps(pending).encode("utf-8"), ex=STATE_TTL_S)
@@ -141,12 +156,14 @@ class Oidc:
             "scope": " ".join(provider.scopes), "state": state, "nonce": nonce,
             "code_challenge": challenge, "code_challenge_method": "S256"})
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
-        return Started(f"{metadata.authorization_endpoint}{separator}{query}")
+        return Started(f"{metadata.authorization_endpoint}{separator}{query}", state,
+                       browser_key)
 
     # ------------------------------------------------------------------ callback
 
     async def callback(self, name: str, *, state: str | None, code: str | None,
-                       error: str | None, ip: str, user_agent: str) -> SignedIn:
+                       error: str | None, browser_key: str | None, ip: str,
+                       user_agent: str) -> SignedIn:
         provider = self.provider(name)
         if not state or len(state) > 512:
             raise InvalidState()
@@ -157,6 +174,11 @@ class Oidc:
         pending: dict[str, Any] = json.loads(raw)
         if pending["provider"] != provider.name:
             raise InvalidState("The sign-in was started with another provider.")
+        expected = pending.get("browser")
+        if expected is not None and not (browser_key and hmac.compare_digest(
+                _digest(browser_key).encode(), str(expected).encode())):
+            raise InvalidState("The sign-in was started in another browser (or its cookie "
+                               "was lost); start it again here.")
         if error:
             raise ProviderError(f"The provider answered {error[:64]!r}.")
         if not code or len(code) > 2048:
@@ -166,8 +188,14 @@ class Oidc:
         claims = await self._validate(provider, metadata, id_token, pending["nonce"])
         return_to, mode = pending["return_to"], pending["mode"]
         if pending.get("link_user_id"):
-            await self._link_signed_in(provider, claims, pending["link_user_id"])
-            return SignedIn(return_to=return_to, mode=mode, linked=provider.name)
+            link = {"provider": provider.name, "subject": claims["sub"],
+                    "email": claims.get("email") if isinstance(claims.get("email"), str)
+                    else None, "user_id": pending["link_user_id"], "kind": OWN_LINK}
+            link_code = secrets.token_urlsafe(32)
+            async with redis_unavailable():
+                await self._redis.set(redis_keys.oidc_link(_digest(link_code)),
+                                      json.dumps(link).encode("utf-8"), ex=LINK_CODE_TTL_S)
+            return SignedIn(return_to=return_to, mode=mode, link_code=link_code)
         outcome = await self._resolve(provider, claims)
         if mode == "page" and isinstance(outcome, User):
             factors = await self.accounts.mfa.factors.get(outcome.id)
@@ -359,7 +387,10 @@ class Oidc:
             await self._redis.set(redis_keys.oidc_link(_digest(token)),
                                   json.dumps(link).encode("utf-8"), ex=LINK_TTL_S)
         user = await self.accounts.users.by_id(link["user_id"])
-        methods = ["password"] if user is not None and user.has_password else []
+        factors = await self.accounts.mfa.factors.get(link["user_id"])
+        with_password = user is not None and user.has_password and not (
+            factors is not None and factors.enrolled)
+        methods = ["password"] if with_password else []
         methods.append("sign_in_and_link")
         self.accounts.audit.record("identity.link_required", user_id=link["user_id"],
                                    outcome=link["provider"])
@@ -370,8 +401,9 @@ class Oidc:
     async def confirm_link(self, *, link_token: str, password: str, ip: str,
                            user_agent: str) -> IssuedTokens:
         """The owner proves the account with its password; then the identity is linked
-        and they are signed in (``mfa_required`` first with a second factor). A wrong
-        password counts against the account's lockout and keeps the link token."""
+        and they are signed in. A wrong password counts against the account's lockout and
+        keeps the link token. An account with a second factor is not linked on a password
+        alone (403 ``sign_in_to_link``): its owner signs in fully and links from there."""
         accounts = self.accounts
         key = redis_keys.oidc_link(_digest(link_token))
         async with redis_unavailable():
@@ -379,6 +411,8 @@ class Oidc:
         if raw is None:
             raise InvalidLink()
         link: dict[str, Any] = json.loads(raw)
+        if link.get("kind") == OWN_LINK:
+            raise InvalidLink()
         provider = self.provider(link["provider"])
         user = await accounts.users.by_id(link["user_id"])
         if user is None:
@@ -391,6 +425,9 @@ class Oidc:
             accounts.audit.record("login.failed", user_id=user.id,
                                   outcome=f"oidc:{provider.name}:link_wrong_password")
             raise InvalidCredentials("The password is incorrect.")
+        factors = await accounts.mfa.factors.get(user.id)
+        if factors is not None and factors.enrolled:
+            raise SignInToLink()
         async with redis_unavailable():
             if await self._redis.getdel(key) is None:
                 raise InvalidLink()  # a concurrent confirmation used it
@@ -400,13 +437,39 @@ class Oidc:
                                               "email": link["email"]}, user.id)
         return await self._session(user, provider, ip=ip, user_agent=user_agent)
 
+    async def confirm_own_link(self, principal: Principal, link_code: str) -> dict[str, Any]:
+        """Finish a link a signed-in user started: the code from their callback, with
+        their own token. A callback URL forwarded to someone else (whose provider account
+        would otherwise be linked to the sender's account) links nothing: the code lands
+        in the other person's browser, and their token is not the sender's."""
+        key = redis_keys.oidc_link(_digest(link_code))
+        async with redis_unavailable():
+            raw = await self._redis.get(key)
+        if raw is None:
+            raise InvalidLink()
+        link: dict[str, Any] = json.loads(raw)
+        if link.get("kind") != OWN_LINK or link.get("user_id") != principal.user_id:
+            raise InvalidLink()
+        async with redis_unavailable():
+            if await self._redis.getdel(key) is None:
+                raise InvalidLink()
+        provider = self.provider(link["provider"])
+        await self._link_signed_in(provider, {"sub": link["subject"], "email": link["email"]},
+                                   principal.user_id)
+        found = await self.accounts.identities.by_subject(provider.name, link["subject"])
+        assert found is not None
+        return self._view(found)
+
+    def _view(self, identity: Identity) -> dict[str, Any]:
+        names = {p.name: p.display_name for p in self.settings.oidc}
+        return {"id": identity.id, "provider": identity.provider,
+                "display_name": names.get(identity.provider, identity.provider),
+                "email": identity.email,
+                "created_at": identity.created_at.isoformat().replace("+00:00", "Z")}
+
     async def identities(self, principal: Principal) -> list[dict[str, Any]]:
         found = await self.accounts.identities.for_user(principal.user_id)
-        names = {p.name: p.display_name for p in self.settings.oidc}
-        return [{"id": i.id, "provider": i.provider,
-                 "display_name": names.get(i.provider, i.provider), "email": i.email,
-                 "created_at": i.created_at.isoformat().replace("+00:00", "Z")}
-                for i in found]
+        return [self._view(i) for i in found]
 
     async def unlink(self, principal: Principal, identity_id: str) -> None:
         """Remove one sign-in by a provider, unless it is the last way in (no password,

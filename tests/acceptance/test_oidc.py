@@ -17,6 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -98,15 +99,30 @@ def start(server: AuthnodeProcess, **params: str) -> httpx.Response:
                      params=params, timeout=10)
 
 
+@dataclass(frozen=True)
+class Callback:
+    """Where the provider sent the browser back, and the browser's binding cookie."""
+
+    url: str
+    cookie: str
+
+    def visit(self, *, with_cookie: bool = True) -> httpx.Response:
+        return httpx.get(self.url, headers={"Cookie": self.cookie} if with_cookie else {},
+                         timeout=10)
+
+
 def callback_url(server: AuthnodeProcess, account_id: str, *, return_to: str = "/done",
-                 mode: str = "app") -> str:
+                 mode: str = "app") -> Callback:
     response = start(server, return_to=return_to, mode=mode)
     assert response.status_code == 302, describe(response)
     location = response.headers["location"]
     query = parse_qs(urlsplit(location).query)
     assert query["code_challenge_method"] == ["S256"] and query["nonce"] and query["state"]
     assert query["redirect_uri"] == [f"{OIDC_TEST_PUBLIC_URL}/v1/auth/oidc/{IDP}/callback"]
-    return through_provider(server, location, account_id)
+    (set_cookie,) = response.headers.get_list("set-cookie")
+    assert "HttpOnly" in set_cookie and "Path=/v1/auth/oidc/" in set_cookie, set_cookie
+    return Callback(through_provider(server, location, account_id),
+                    set_cookie.split(";")[0])
 
 
 def code_from(response: httpx.Response, return_to: str) -> str:
@@ -119,7 +135,7 @@ def code_from(response: httpx.Response, return_to: str) -> str:
 
 def sign_in(server: AuthnodeProcess, account_id: str) -> httpx.Response:
     """The whole app flavour: start, provider, callback, exchange (its answer)."""
-    callback = httpx.get(callback_url(server, account_id), timeout=10)
+    callback = callback_url(server, account_id).visit()
     code = code_from(callback, f"{OIDC_TEST_PUBLIC_URL}/done")
     return server.client.post("/v1/auth/oidc/exchange", json={"code": code})
 
@@ -134,7 +150,7 @@ def identities(server: AuthnodeProcess, access_token: str) -> list[dict[str, Any
 def test_first_sign_in_creates_an_account_the_second_signs_in(
         server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
     account_id, email = account(oidc_provider)
-    callback = httpx.get(callback_url(server, account_id), timeout=10)
+    callback = callback_url(server, account_id).visit()
     code = code_from(callback, f"{OIDC_TEST_PUBLIC_URL}/done")
     first = assert_tokens(server.client.post("/v1/auth/oidc/exchange", json={"code": code}),
                           email=email)
@@ -209,18 +225,35 @@ def test_a_signed_in_user_links_and_unlinks_a_provider(
     callback = httpx.get(through_provider(server, started.json()["authorization_url"],
                                           account_id), timeout=10)
     assert callback.status_code == 303, describe(callback)
-    assert callback.headers["location"] == f"{OIDC_TEST_PUBLIC_URL}/account?linked={IDP}"
+    location = callback.headers["location"]
+    assert location.startswith(f"{OIDC_TEST_PUBLIC_URL}/account?link_code="), location
+    link_code = parse_qs(urlsplit(location).query)["link_code"][0]
+    assert identities(server, own["access_token"]) == [], "not before its user confirms"
+    # The callback URL forwarded to someone else: their token cannot finish the link.
+    other_email, _ = register_verified(server.client, smtp)
+    other = login(server.client, other_email)
+    assert_error(server.client.post("/v1/users/me/identities", json={"link_code": link_code},
+                                    headers=bearer(other["access_token"])),
+                 400, "invalid_token")
+    finished = server.client.post("/v1/users/me/identities", json={"link_code": link_code},
+                                  headers=bearer(own["access_token"]))
+    assert finished.status_code == 201, describe(finished)
+    assert_error(server.client.post("/v1/users/me/identities", json={"link_code": link_code},
+                                    headers=bearer(own["access_token"])), 400, "invalid_token")
     (identity,) = identities(server, own["access_token"])
+    assert identity == finished.json()
     signed_in = assert_tokens(sign_in(server, account_id))
     assert signed_in["user"]["id"] == user["id"]
     # Someone else cannot link the same provider account.
-    other_email, _ = register_verified(server.client, smtp)
-    other = login(server.client, other_email)
     started = server.client.post(f"/v1/users/me/identities/{IDP}",
                                  headers=bearer(other["access_token"]), json={})
     stolen = httpx.get(through_provider(server, started.json()["authorization_url"],
                                         account_id), timeout=10)
-    assert_error(stolen, 409, "identity_in_use")
+    assert stolen.status_code == 303, describe(stolen)
+    stolen_code = parse_qs(urlsplit(stolen.headers["location"]).query)["link_code"][0]
+    assert_error(server.client.post("/v1/users/me/identities", json={
+        "link_code": stolen_code}, headers=bearer(other["access_token"])),
+        409, "identity_in_use")
     assert identities(server, other["access_token"]) == []
     unlinked = server.client.delete(f"/v1/users/me/identities/{identity['id']}",
                                     headers=bearer(own["access_token"]))
@@ -232,8 +265,7 @@ def test_a_signed_in_user_links_and_unlinks_a_provider(
 def test_the_hosted_page_flavour_sets_cookies_and_goes_back(
         server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
     account_id, _ = account(oidc_provider)
-    callback = httpx.get(callback_url(server, account_id, return_to="/account",
-                                      mode="page"), timeout=10)
+    callback = callback_url(server, account_id, return_to="/account", mode="page").visit()
     assert callback.status_code == 303, describe(callback)
     assert callback.headers["location"] == f"{OIDC_TEST_PUBLIC_URL}/account"
     cookies = callback.headers.get_list("set-cookie")
@@ -246,9 +278,10 @@ def test_the_hosted_page_flavour_sets_cookies_and_goes_back(
 def test_state_is_single_use_and_unforgeable(
         server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
     account_id, _ = account(oidc_provider)
-    url = callback_url(server, account_id)
+    callback = callback_url(server, account_id)
+    url = callback.url
     answers: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda: answers.append(httpx.get(url, timeout=10)))
+    threads = [threading.Thread(target=lambda: answers.append(callback.visit()))
                for _ in range(3)]
     for thread in threads:
         thread.start()
@@ -259,17 +292,22 @@ def test_state_is_single_use_and_unforgeable(
     for answer in answers:
         if answer.status_code == 400:
             assert_error(answer, 400, "invalid_state")
-    assert_error(httpx.get(url, timeout=10), 400, "invalid_state")  # a replay later
+    assert_error(callback.visit(), 400, "invalid_state")  # a replay later
     forged = url.split("?")[0] + "?code=abc&state=" + secrets.token_urlsafe(32)
     assert_error(httpx.get(forged, timeout=10), 400, "invalid_state")
     assert_error(httpx.get(url.split("?")[0], timeout=10), 400, "invalid_state")
+    # A callback URL sent to someone else (login CSRF): without the starting browser's
+    # cookie it signs no one in.
+    forwarded = callback_url(server, account_id)
+    body = assert_error(forwarded.visit(with_cookie=False), 400, "invalid_state")
+    assert "another browser" in body["error"]["message"]
 
 
 def test_hostile_and_failing_sign_ins_get_clear_errors(
         server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
     unverified_id, unverified_email = account(oidc_provider, verified=False)
-    callback = httpx.get(callback_url(server, unverified_id), timeout=10)
-    assert_error(callback, 403, "provider_email_not_verified")
+    assert_error(callback_url(server, unverified_id).visit(), 403,
+                 "provider_email_not_verified")
     for foreign in ("https://evil.example.com/x", "//evil.example.com", "/\\evil.example.com",
                     "javascript:alert(1)"):
         assert_error(start(server, return_to=foreign), 400, "invalid_return_to")
@@ -285,7 +323,7 @@ def test_hostile_and_failing_sign_ins_get_clear_errors(
                       {"name": "down", "display_name": "Down"}]
     assert_error(server.client.post("/v1/auth/oidc/exchange", json={"code": "made-up"}),
                  400, "invalid_token")
-    denied = httpx.get(callback_url(server, "no-such-account"), timeout=10)
+    denied = callback_url(server, "no-such-account").visit()
     assert_error(denied, 400, "provider_error")
     assert unverified_email not in server.logs()
 
@@ -340,10 +378,10 @@ def test_the_same_subject_after_the_account_was_deleted_gets_a_new_account(
 def test_concurrent_first_sign_ins_of_one_identity_make_one_account(
         server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
     account_id, email = account(oidc_provider)
-    urls = [callback_url(server, account_id) for _ in range(3)]
+    callbacks = [callback_url(server, account_id) for _ in range(3)]
     answers: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda u=url: answers.append(httpx.get(u, timeout=10)))
-               for url in urls]
+    threads = [threading.Thread(target=lambda c=c: answers.append(c.visit()))
+               for c in callbacks]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -375,3 +413,19 @@ def test_an_account_without_a_password_sets_one_through_the_reset_email(
     unlinked = server.client.delete(f"/v1/users/me/identities/{identity['id']}",
                                     headers=bearer(own["access_token"]))
     assert unlinked.status_code == 204, describe(unlinked)
+
+
+def test_an_account_with_a_second_factor_is_not_linked_on_its_password_alone(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer,
+        smtp: SmtpRecorder) -> None:
+    email, _ = register_verified(server.client, smtp)
+    own = login(server.client, email)
+    enroll_totp(server.client, own["access_token"])
+    account_id, _ = account(oidc_provider, email=email)
+    refused = sign_in(server, account_id)
+    assert refused.status_code == 409, describe(refused)
+    body = refused.json()
+    assert body["methods"] == ["sign_in_and_link"]
+    assert_error(server.client.post("/v1/auth/oidc/link/confirm", json={
+        "link_token": body["link_token"], "password": PASSWORD}), 403, "sign_in_to_link")
+    assert identities(server, own["access_token"]) == []
