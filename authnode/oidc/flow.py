@@ -44,9 +44,15 @@ import httpx
 
 from authnode.accounts.authentication import check_password, start_session
 from authnode.accounts.context import Accounts
-from authnode.accounts.models import IssuedTokens, Principal, lookup_email
+from authnode.accounts.models import IssuedTokens, Principal, clean_name, lookup_email
 from authnode.clients.redis import RedisClient, redis_unavailable
-from authnode.errors import AccountDisabled, InvalidCredentials, MfaRequired, NotFound
+from authnode.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    InvalidRequest,
+    MfaRequired,
+    NotFound,
+)
 from authnode.mfa.challenges import PendingLogin
 from authnode.oidc.discovery import ProviderDirectory, ProviderMetadata
 from authnode.oidc.errors import (
@@ -114,6 +120,17 @@ class SignedIn:
     code: str | None = None
     tokens: IssuedTokens | None = None
     link_code: str | None = None  # a signed-in user's link, to confirm with their token
+
+
+def _display_name(raw: object) -> str | None:
+    """The provider's ``name`` as a profile name if it is a usable one (else none): the
+    same rules as a name a user types (no control characters, 100 at most)."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        return clean_name(raw[:MAX_NAME_CHARS])
+    except InvalidRequest:
+        return None
 
 
 class Oidc:
@@ -308,9 +325,7 @@ class Oidc:
         accounts = self.accounts
         now = accounts.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        name = claims.get("name")
-        user = User(id=new_user_id(), email=address,
-                    name=name[:MAX_NAME_CHARS] if isinstance(name, str) and name else None,
+        user = User(id=new_user_id(), email=address, name=_display_name(claims.get("name")),
                     password_hash=NO_PASSWORD, email_verified=True, disabled=False,
                     credential_version=1, created_at=now, updated_at=now)
         identity = Identity(provider=provider.name, subject=subject, user_id=user.id,

@@ -16,10 +16,10 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -112,7 +112,9 @@ class Callback:
 
 
 def callback_url(server: AuthnodeProcess, account_id: str, *, return_to: str = "/done",
-                 mode: str = "app") -> Callback:
+                 mode: str = "app", tamper: Callable[[str], str] = lambda url: url
+                 ) -> Callback:
+    """``tamper``: what an attacker changes in the authorization URL on its way."""
     response = start(server, return_to=return_to, mode=mode)
     assert response.status_code == 302, describe(response)
     location = response.headers["location"]
@@ -121,7 +123,7 @@ def callback_url(server: AuthnodeProcess, account_id: str, *, return_to: str = "
     assert query["redirect_uri"] == [f"{OIDC_TEST_PUBLIC_URL}/v1/auth/oidc/{IDP}/callback"]
     (set_cookie,) = response.headers.get_list("set-cookie")
     assert "HttpOnly" in set_cookie and "Path=/v1/auth/oidc/" in set_cookie, set_cookie
-    return Callback(through_provider(server, location, account_id),
+    return Callback(through_provider(server, tamper(location), account_id),
                     set_cookie.split(";")[0])
 
 
@@ -429,3 +431,25 @@ def test_an_account_with_a_second_factor_is_not_linked_on_its_password_alone(
     assert_error(server.client.post("/v1/auth/oidc/link/confirm", json={
         "link_token": body["link_token"], "password": PASSWORD}), 403, "sign_in_to_link")
     assert identities(server, own["access_token"]) == []
+
+
+def test_a_tampered_authorization_request_is_refused_at_the_callback(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    """End to end through the real provider: a nonce swapped on the way makes an ID token
+    with another nonce (refused by authnode); a swapped PKCE challenge makes the provider
+    refuse the code."""
+    account_id, _ = account(oidc_provider)
+
+    def replace(name: str) -> Callable[[str], str]:
+        def change(url: str) -> str:
+            parts = urlsplit(url)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            query[name] = "A" * 43
+            return parts._replace(query=urlencode(query)).geturl()
+        return change
+
+    body = assert_error(callback_url(server, account_id, tamper=replace("nonce")).visit(),
+                        400, "invalid_id_token")
+    assert "nonce" in body["error"]["message"]
+    assert_error(callback_url(server, account_id, tamper=replace("code_challenge")).visit(),
+                 400, "code_exchange_failed")
