@@ -17,7 +17,7 @@ from authnode.api.return_urls import safe_return_url
 from authnode.errors import InvalidRequest
 from authnode.observability.metrics import Metrics
 from authnode.oidc.errors import InvalidReturnTo
-from authnode.oidc.flow import STATE_TTL_S, Oidc, browser_cookie_name
+from authnode.oidc.flow import PKCE_VALUE, STATE_TTL_S, Oidc, browser_cookie_name
 from authnode.oidc.providers import login_buttons
 from authnode.settings import Settings
 
@@ -87,15 +87,23 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
         or a URL under ``RETURN_URL_ALLOWLIST``; required for ``mode=app``); ``mode``:
         ``app`` (default: back to ``return_to?code=…``, a one-time code for
         ``POST /v1/auth/oidc/exchange``) or ``page`` (the hosted pages: cookies set, then
-        ``return_to``)."""
+        ``return_to``). ``code_challenge`` (optional, S256): the app's own PKCE challenge;
+        the exchange then needs its ``code_verifier``."""
         oidc.provider(provider)  # 404 before anything else
         mode = request.args.get("mode", "app")
         if mode not in MODES:
             raise InvalidRequest("mode must be app or page.")
         target = checked_return_to(settings, request.args.get("return_to"),
                                    required=mode == "app")
+        app_challenge = request.args.get("code_challenge")
+        if app_challenge is not None and (
+                not PKCE_VALUE.fullmatch(app_challenge)
+                or request.args.get("code_challenge_method", "S256") != "S256"):
+            raise InvalidRequest("code_challenge must be an S256 PKCE challenge "
+                                 "(43 to 128 characters of base64url).")
         await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
-        started = await oidc.start(provider, return_to=target, mode=mode)
+        started = await oidc.start(provider, return_to=target, mode=mode,
+                                   app_challenge=app_challenge)
         response = _redirect(started.authorization_url)
         assert started.browser_key is not None
         response.set_cookie(browser_cookie_name(started.state), started.browser_key,
@@ -159,7 +167,7 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
         ``link_token`` when the address has an account that has not linked this provider."""
         await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
         with metrics.login_attempt():
-            issued = await oidc.exchange(data.code)
+            issued = await oidc.exchange(data.code, data.code_verifier)
         return tokens(issued, data.transport)
 
     @bp.post("/v1/auth/oidc/link/confirm")

@@ -352,6 +352,7 @@ class WebhookDeliveries(BaseModel):
 
 class OidcExchangeRequest(_Request):
     code: str = Field(max_length=256)
+    code_verifier: str | None = Field(default=None, max_length=128)
     transport: Transport = "body"
 
 

@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -90,6 +91,15 @@ MAX_NAME_CHARS = 100
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def s256(verifier: str) -> str:
+    """PKCE's S256 (RFC 7636 4.2)."""
+    digest = hashlib.sha256(verifier.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+PKCE_VALUE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 
 
 def redirect_uri(settings: Settings, provider: OidcProvider) -> str:
@@ -151,19 +161,21 @@ class Oidc:
     # ------------------------------------------------------------------ start
 
     async def start(self, name: str, *, return_to: str, mode: str,
-                    link_user_id: str | None = None) -> Started:
-        """``return_to``: absolute, already allowed (the route checks it)."""
+                    link_user_id: str | None = None,
+                    app_challenge: str | None = None) -> Started:
+        """``return_to``: absolute, already allowed (the route checks it).
+        ``app_challenge``: the app's own PKCE S256 challenge for the one-time code."""
         provider = self.provider(name)
         target = return_to
         metadata = await self.directory.metadata(provider)
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)
         browser_key = None if link_user_id else secrets.token_urlsafe(32)
-        challenge = base64.urlsafe_b64encode(
-            hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+        challenge = s256(verifier)
         pending = {"provider": provider.name, "nonce": nonce, "verifier": verifier,
                    "return_to": target, "mode": mode, "link_user_id": link_user_id,
-                   "browser": _digest(browser_key) if browser_key else None}
+                   "browser": _digest(browser_key) if browser_key else None,
+                   "app_challenge": app_challenge}
         async with redis_unavailable():
             await self._redis.set(redis_keys.oidc_state(_digest(state)),
                                   json.dumps(pending).encode("utf-8"), ex=STATE_TTL_S)
@@ -221,6 +233,7 @@ class Oidc:
                 return SignedIn(return_to=return_to, mode=mode, tokens=tokens)
         code_value = secrets.token_urlsafe(32)
         stored = {"ip": ip, "user_agent": user_agent, "provider": provider.name,
+                  "app_challenge": pending.get("app_challenge"),
                   "user_id": outcome.id if isinstance(outcome, User) else None,
                   "link": outcome if isinstance(outcome, dict) else None}
         async with redis_unavailable():
@@ -378,10 +391,22 @@ class Oidc:
 
     # ------------------------------------------------------------------ the app's exchange
 
-    async def exchange(self, code: str) -> IssuedTokens:
-        """The one-time code's sign-in: tokens, or ``mfa_required``, or ``link_required``."""
+    async def exchange(self, code: str, code_verifier: str | None = None) -> IssuedTokens:
+        """The one-time code's sign-in: tokens, or ``mfa_required``, or ``link_required``.
+        A code whose start carried the app's ``code_challenge`` needs its verifier (a
+        code read from a URL by someone else is worth nothing); a wrong one leaves the
+        code for its app."""
+        key = redis_keys.oidc_code(_digest(code))
         async with redis_unavailable():
-            raw = await self._redis.getdel(redis_keys.oidc_code(_digest(code)))
+            peeked = await self._redis.get(key)
+        if peeked is None:
+            raise InvalidLink()
+        challenge = json.loads(peeked).get("app_challenge")
+        if challenge is not None and not (code_verifier and hmac.compare_digest(
+                s256(code_verifier).encode(), str(challenge).encode())):
+            raise InvalidLink("The code_verifier does not match the start's code_challenge.")
+        async with redis_unavailable():
+            raw = await self._redis.getdel(key)
         if raw is None:
             raise InvalidLink()
         stored: dict[str, Any] = json.loads(raw)

@@ -12,6 +12,7 @@ tests/unit/oidc/test_idtoken.py.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import threading
@@ -453,3 +454,28 @@ def test_a_tampered_authorization_request_is_refused_at_the_callback(
     assert "nonce" in body["error"]["message"]
     assert_error(callback_url(server, account_id, tamper=replace("code_challenge")).visit(),
                  400, "code_exchange_failed")
+
+
+def test_an_apps_own_pkce_binds_the_one_time_code(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+    """A code read from the return URL by someone else is worth nothing without the app's
+    verifier; a wrong verifier does not spend it for the app."""
+    account_id, email = account(oidc_provider)
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+    response = start(server, return_to="/done", code_challenge=challenge,
+                     code_challenge_method="S256")
+    assert response.status_code == 302, describe(response)
+    cookie = response.headers["set-cookie"].split(";")[0]
+    callback = Callback(through_provider(server, response.headers["location"], account_id),
+                        cookie).visit()
+    code = code_from(callback, f"{OIDC_TEST_PUBLIC_URL}/done")
+    for wrong in ({"code": code}, {"code": code, "code_verifier": "B" * 43}):
+        assert_error(server.client.post("/v1/auth/oidc/exchange", json=wrong),
+                     400, "invalid_token")
+    assert_tokens(server.client.post("/v1/auth/oidc/exchange", json={
+        "code": code, "code_verifier": verifier}), email=email)
+    assert_error(start(server, return_to="/done", code_challenge="short"),
+                 422, "invalid_request")
