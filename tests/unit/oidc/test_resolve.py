@@ -39,7 +39,7 @@ async def setup() -> tuple[Twins, Oidc]:
 
 
 async def test_a_new_identity_makes_a_password_less_account_once() -> None:
-    made, oidc = await setup()
+    _, oidc = await setup()
     user = await oidc._resolve(PROVIDER, claims(name="Ann\u0000"))
     assert isinstance(user, User) and not user.has_password and user.email_verified
     assert user.name is None, "a name with control characters is not used"
