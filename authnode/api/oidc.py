@@ -190,6 +190,39 @@ def oidc_blueprint(oidc: Oidc, metrics: Metrics) -> Blueprint:
                                              user_agent=user_agent(request))
         return tokens(issued, data.transport)
 
+    @bp.post("/v1/auth/oidc/link/email")
+    @public
+    @validate_request(schemas.OidcLinkTokenRequest)
+    @document_response(schemas.Status, 202)
+    @document_response(schemas.Error, 400)
+    @document_response(schemas.Error, 429)
+    async def email_link(data: schemas.OidcLinkTokenRequest) -> tuple[dict[str, str], int]:
+        """Prove the account by its mailbox instead: its owner gets a link
+        (``PUBLIC_URL/link-account?token=…``) to confirm at
+        ``POST /v1/auth/oidc/link/confirm-email``."""
+        await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
+        await oidc.email_link(link_token=data.link_token)
+        return {"status": "link_email_sent"}, 202
+
+    @bp.post("/v1/auth/oidc/link/confirm-email")
+    @public
+    @validate_request(schemas.OidcLinkEmailConfirmRequest)
+    @document_response(schemas.Tokens, 200)
+    @document_response(schemas.Error, 400)
+    @document_response(schemas.MfaRequired, 401)
+    @document_response(schemas.Error, 403)
+    @document_response(schemas.Error, 404)
+    @document_response(schemas.Error, 409)
+    @document_response(schemas.Error, 429)
+    async def confirm_link_email(data: schemas.OidcLinkEmailConfirmRequest) -> Response:
+        """The emailed link's token: the provider is linked and you are signed in (403
+        ``sign_in_to_link`` for an account with a second factor)."""
+        await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
+        with metrics.login_attempt():
+            issued = await oidc.confirm_emailed_link(token=data.token, ip=ip(),
+                                                     user_agent=user_agent(request))
+        return tokens(issued, data.transport)
+
     @bp.get("/v1/users/me/identities")
     @requires(USER)
     @document_response(schemas.Identities, 200)

@@ -362,6 +362,15 @@ class OidcLinkConfirmRequest(_Request):
     transport: Transport = "body"
 
 
+class OidcLinkTokenRequest(_Request):
+    link_token: str = Field(max_length=256)
+
+
+class OidcLinkEmailConfirmRequest(_Request):
+    token: str = Field(max_length=1024)
+    transport: Transport = "body"
+
+
 class OidcLinkStartRequest(_Request):
     return_to: str | None = Field(default=None, max_length=2048)
 

@@ -46,6 +46,8 @@ import httpx
 from authnode.accounts.authentication import check_password, start_session
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import IssuedTokens, Principal, clean_name, lookup_email
+from authnode.accounts.outbox import EmailKind
+from authnode.accounts.registration import email_token_hash
 from authnode.clients.redis import RedisClient, redis_unavailable
 from authnode.errors import (
     AccountDisabled,
@@ -431,6 +433,8 @@ class Oidc:
         with_password = user is not None and user.has_password and not (
             factors is not None and factors.enrolled)
         methods = ["password"] if with_password else []
+        if not (factors is not None and factors.enrolled):
+            methods.append("email")
         methods.append("sign_in_and_link")
         self.accounts.audit.record("identity.link_required", user_id=link["user_id"],
                                    outcome=link["provider"])
@@ -473,6 +477,62 @@ class Oidc:
                 raise InvalidLink()  # a concurrent confirmation used it
         if user.disabled:
             raise AccountDisabled()
+        await self._link_signed_in(provider, {"sub": link["subject"],
+                                              "email": link["email"]}, user.id)
+        return await self._session(user, provider, ip=ip, user_agent=user_agent)
+
+    async def email_link(self, *, link_token: str) -> None:
+        """Prove the account by its mailbox instead of its password: email its owner a
+        link (``EMAIL_TOKEN_TTL``, single use) that confirms the waiting identity. Only
+        the newest request of an account waits; the link token stays usable."""
+        accounts = self.accounts
+        async with redis_unavailable():
+            raw = await self._redis.get(redis_keys.oidc_link(_digest(link_token)))
+        if raw is None:
+            raise InvalidLink()
+        link: dict[str, Any] = json.loads(raw)
+        if link.get("kind") == OWN_LINK:
+            raise InvalidLink()
+        user = await accounts.users.by_id(link["user_id"])
+        if user is None:
+            raise InvalidLink()
+        async with redis_unavailable():
+            await self._redis.set(redis_keys.oidc_link_by_email(user.id), raw,
+                                  ex=self.settings.email_token_ttl_s)
+        await accounts.outbox.request(EmailKind.LINK_IDENTITY, email=user.email,
+                                      user_id=user.id)
+        accounts.audit.record("identity.link_emailed", user_id=user.id,
+                              outcome=link["provider"])
+
+    async def confirm_emailed_link(self, *, token: str, ip: str,
+                                   user_agent: str) -> IssuedTokens:
+        """The emailed link's token: the waiting identity is linked and its holder signed
+        in (as after a reset link, the mailbox is the account). Refused for an account with
+        a second factor (403 ``sign_in_to_link``) before the link is spent."""
+        accounts = self.accounts
+        token_hash = email_token_hash(token)
+        if not await accounts.email_tokens.is_usable(token_hash, EmailKind.LINK_IDENTITY,
+                                                     accounts.now()):
+            raise InvalidLink()
+        owner = await accounts.email_tokens.owner(token_hash)
+        user = await accounts.users.by_id(owner) if owner else None
+        if user is None:
+            raise InvalidLink()
+        factors = await accounts.mfa.factors.get(user.id)
+        if factors is not None and factors.enrolled:
+            raise SignInToLink()
+        if await accounts.email_tokens.consume(token_hash, EmailKind.LINK_IDENTITY,
+                                               accounts.now()) is None:
+            raise InvalidLink()
+        async with redis_unavailable():
+            raw = await self._redis.getdel(redis_keys.oidc_link_by_email(user.id))
+        if raw is None:
+            raise InvalidLink("The sign-in waiting for this link expired; sign in with the "
+                              "provider again.")
+        link: dict[str, Any] = json.loads(raw)
+        if user.disabled:
+            raise AccountDisabled()
+        provider = self.provider(link["provider"])
         await self._link_signed_in(provider, {"sub": link["subject"],
                                               "email": link["email"]}, user.id)
         return await self._session(user, provider, ip=ip, user_agent=user_agent)

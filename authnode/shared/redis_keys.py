@@ -109,3 +109,9 @@ def oidc_jwks_refetched(url: str) -> str:
 def oidc_unlink_lock(user_id: str) -> str:
     """Held while one of the user's sign-in methods is being removed."""
     return f"{PREFIX}:oidc:unlink:{user_tag(user_id)}"
+
+
+def oidc_link_by_email(user_id: str) -> str:
+    """The provider identity waiting for its account's emailed confirmation (the newest
+    request of this user)."""
+    return f"{PREFIX}:oidc:link-email:{user_tag(user_id)}"

@@ -35,10 +35,11 @@ from tests.acceptance.test_accounts_support import (
     login,
     register_verified,
     reset_token,
+    wait_mail,
 )
 from tests.acceptance.test_mfa import enroll_totp
 from tests.conftest import OIDC_TEST_PROVIDER, OIDC_TEST_PUBLIC_URL
-from tests.harness import AuthnodeEnv, AuthnodeProcess, unique_email
+from tests.harness import AuthnodeEnv, AuthnodeProcess, link_token, unique_email
 from tests.services import OidcProviderServer, SmtpRecorder, free_port, wait_until
 from tests.services.oidc_provider import CLIENT_ID, CLIENT_SECRET
 
@@ -192,7 +193,7 @@ def test_a_matching_email_is_linked_only_once_its_owner_confirms(
     assert refused.status_code == 409, describe(refused)
     body = refused.json()
     assert body["error"]["code"] == "link_required" and body["email"] == email
-    assert body["methods"] == ["password", "sign_in_and_link"]
+    assert body["methods"] == ["password", "email", "sign_in_and_link"]
     own = login(server.client, email)
     assert identities(server, own["access_token"]) == [], "not linked before confirming"
     wrong = server.client.post("/v1/auth/oidc/link/confirm",
@@ -479,3 +480,28 @@ def test_an_apps_own_pkce_binds_the_one_time_code(
         "code": code, "code_verifier": verifier}), email=email)
     assert_error(start(server, return_to="/done", code_challenge="short"),
                  422, "invalid_request")
+
+
+def test_a_matching_email_is_linked_by_an_emailed_link(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer,
+        smtp: SmtpRecorder) -> None:
+    email, user = register_verified(server.client, smtp)
+    account_id, _ = account(oidc_provider, email=email)
+    refused = sign_in(server, account_id)
+    assert refused.status_code == 409, describe(refused)
+    body = refused.json()
+    assert body["methods"] == ["password", "email", "sign_in_and_link"]
+    sent = server.client.post("/v1/auth/oidc/link/email",
+                              json={"link_token": body["link_token"]})
+    assert sent.status_code == 202, describe(sent)
+    token = link_token(wait_mail(smtp, email, "Confirm a new way to sign in"),
+                       "/link-account")
+    assert_error(server.client.post("/v1/auth/oidc/link/confirm-email",
+                                    json={"token": "made-up" + token}), 400, "invalid_token")
+    confirmed = assert_tokens(server.client.post("/v1/auth/oidc/link/confirm-email",
+                                                 json={"token": token}), email=email)
+    assert confirmed["user"]["id"] == user["id"]
+    assert_error(server.client.post("/v1/auth/oidc/link/confirm-email",
+                                    json={"token": token}), 400, "invalid_token")
+    assert len(identities(server, confirmed["access_token"])) == 1
+    assert assert_tokens(sign_in(server, account_id))["user"]["id"] == user["id"]
