@@ -55,7 +55,7 @@ def oidc_env(authnode_env: AuthnodeEnv, oidc_provider: OidcProviderServer) -> Au
         OIDC_IDP_ISSUER=oidc_provider.issuer, OIDC_IDP_CLIENT_ID=CLIENT_ID,
         OIDC_IDP_CLIENT_SECRET=CLIENT_SECRET, OIDC_IDP_DISPLAY_NAME="Test IdP",
         OIDC_DOWN_ISSUER=f"http://127.0.0.1:{free_port()}", OIDC_DOWN_CLIENT_ID="x",
-        OIDC_DOWN_CLIENT_SECRET="y")
+        OIDC_DOWN_CLIENT_SECRET="y", METRICS_BIND=f"127.0.0.1:{free_port()}")
 
 
 @pytest.fixture
@@ -339,7 +339,8 @@ def _claims(access_token: str) -> dict[str, Any]:
 
 
 def test_a_provider_sign_in_is_recorded_and_a_second_factor_still_asked(
-        server: AuthnodeProcess, oidc_provider: OidcProviderServer) -> None:
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer,
+        oidc_env: AuthnodeEnv) -> None:
     account_id, email = account(oidc_provider)
     first = assert_tokens(sign_in(server, account_id), email=email)
     claims = _claims(first["access_token"])
@@ -364,6 +365,11 @@ def test_a_provider_sign_in_is_recorded_and_a_second_factor_still_asked(
         return events if wanted <= set(events) else []
 
     wait_until(recorded, 15, "the provider sign-ins in the audit log")
+    # Counted as logins, as a password login is.
+    metrics_url = f"http://{oidc_env.variables['METRICS_BIND']}/metrics"
+    text = httpx.get(metrics_url, timeout=5).text
+    assert 'authnode_logins_total{outcome="success"} 1.0' in text, text[:2000]
+    assert 'authnode_logins_total{outcome="mfa_required"} 1.0' in text
 
 
 def test_the_same_subject_after_the_account_was_deleted_gets_a_new_account(
