@@ -2,9 +2,11 @@
 
 **Start** keeps the sign-in in Redis under the SHA-256 of its ``state`` for
 ``STATE_TTL_S`` (10 minutes): the provider, a ``nonce``, the PKCE verifier (S256), where
-to go afterwards and in which flavour. **Callback** takes it with ``GETDEL``: one
-callback per state, so of two racing callbacks with one state exactly one goes on, and a
-replay is refused. It exchanges the code (client secret, verifier), checks the ID token
+to go afterwards and in which flavour, and the hash of a key the starting browser keeps
+in a cookie. **Callback** takes it with ``GETDEL``: one callback per state, so of two
+racing callbacks with one state exactly one goes on, and a replay is refused; without the
+starting browser's cookie it goes no further (a callback URL sent to a victim signs them
+in as no one: login CSRF). It exchanges the code (client secret, verifier), checks the ID token
 (:mod:`authnode.oidc.idtoken`) and decides who signs in:
 
 * a linked identity (provider, ``sub``) signs in as its user; one whose user was deleted
@@ -13,7 +15,9 @@ replay is refused. It exchanges the code (client secret, verifier), checks the I
   address: a new account without a password (``NO_PASSWORD``), email verified;
 * a new identity whose verified address belongs to an account: **not** linked. A link
   token (``LINK_TTL_S``) waits until the account's owner proves it is theirs
-  (:meth:`Oidc.confirm_link` with the password) or signs in and links it;
+  (:meth:`Oidc.confirm_link` with the password, :meth:`Oidc.email_link` and
+  :meth:`Oidc.confirm_emailed_link` with the mailbox; neither for an account with a second
+  factor) or signs in and links it;
 * an address the provider does not call verified matches and creates nothing (403).
 
 A sign-in by a provider is recorded like a password login (a session with ``amr``
@@ -22,7 +26,12 @@ and, as after a password, a user with a second factor gets ``mfa_required``: the
 provider counts as one factor, like a password.
 
 The app flavour never puts tokens in a URL: the callback redirects to ``return_to`` with
-a one-time ``code`` (``CODE_TTL_S``) that the app exchanges for the tokens body.
+a one-time ``code`` (``CODE_TTL_S``) that the app exchanges for the tokens body (with its
+own PKCE verifier when it sent a challenge at start).
+
+A signed-in user's link (:meth:`Oidc.start` with ``link_user_id``) ends in a ``link_code``
+that only that user's token finishes (:meth:`Oidc.confirm_own_link`): a forwarded link URL
+links the forwardee's provider account to nobody.
 """
 
 from __future__ import annotations
