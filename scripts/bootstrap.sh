@@ -4,7 +4,7 @@
 # (or with sudo available) when Debian packages are missing.
 #
 #   Debian packages: redis-server redis-tools postgresql wrk systemd iproute2
-#                    chromium chromium-driver haproxy
+#                    chromium chromium-driver haproxy (nodejs npm, if node is missing)
 #   FerretDB v1:     $(go env GOPATH)/bin/ferretdb, built from the Go module proxy
 #   Helm v3:         $(go env GOPATH)/bin/helm, built the same way (the chart's CI checks)
 #   Python:          ./.venv (python3.11) with `pip install -e '.[test,bench]'`
@@ -46,6 +46,9 @@ for pkg in redis-server redis-tools postgresql wrk iproute2 chromium chromium-dr
     pkg_installed "$pkg" || missing+=("$pkg")
 done
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# Node.js runs the tests' OpenID provider; a machine that brings its own keeps it.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || {
     [[ " ${missing[*]} " == *" postgresql "* ]] || missing+=(postgresql)
 }
@@ -147,7 +150,7 @@ fi
 
 # ---------------------------------------------------------------- Node (test OIDC provider)
 oidc_dir="$ROOT/tests/services/oidc_node"
-command -v node >/dev/null 2>&1 || die "node not found (the tests' OpenID provider needs Node.js)"
+command -v npm >/dev/null 2>&1 || die "npm not found (the tests' OpenID provider needs Node.js)"
 oidc_stamp="$oidc_dir/node_modules/.installed"
 oidc_want="$(cat "$oidc_dir/package.json" "$oidc_dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
 if [ "$oidc_want" = "$(cat "$oidc_stamp" 2>/dev/null || true)" ]; then
