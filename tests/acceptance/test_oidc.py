@@ -511,3 +511,19 @@ def test_a_matching_email_is_linked_by_an_emailed_link(
                                     json={"token": token}), 400, "invalid_token")
     assert len(identities(server, confirmed["access_token"])) == 1
     assert assert_tokens(sign_in(server, account_id))["user"]["id"] == user["id"]
+
+
+@pytest.mark.parametrize("redis_target", ["single"], indirect=True)
+def test_serve_refuses_a_bad_provider_setting_naming_it(oidc_env: AuthnodeEnv) -> None:
+    """Startup only: one Redis mode is enough."""
+    bind = f"127.0.0.1:{free_port()}"
+    for changes, variable in (({"OIDC_IDP_ISSUER": "http://idp.example.com"},
+                               "OIDC_IDP_ISSUER"),
+                              ({"OIDC_IDP_CLIENT_SECRET": ""}, "OIDC_IDP_CLIENT_SECRET"),
+                              ({"OIDC_TYPO_CLIENT_ID": "x"}, "OIDC_TYPO_CLIENT_ID")):
+        result = oidc_env.with_overrides(**changes).run("serve", "--role", "api",
+                                                         "--bind", bind)
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and variable in lines[0], result.stderr
+        assert CLIENT_SECRET not in result.stderr + result.stdout
