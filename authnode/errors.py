@@ -74,6 +74,16 @@ class AccountDisabled(AuthnodeError):
     default_message = "This account is disabled."
 
 
+class NoPassword(AuthnodeError):
+    """An account made by signing in with a provider has no password until it sets one
+    through a reset link."""
+
+    status = 409
+    code = "no_password"
+    default_message = ("This account has no password yet; set one with a reset link "
+                       "(POST /v1/auth/password/forgot).")
+
+
 class NotFound(AuthnodeError):
     status = 404
     code = "not_found"

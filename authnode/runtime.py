@@ -90,7 +90,7 @@ def hypercorn_config(settings: Settings, fd: int) -> HypercornConfig:
 async def _serve_api(stack: Stack, sock: socket.socket, draining: anyio.Event,
                      stop: anyio.Event, metrics: Metrics, serving: anyio.Event) -> None:
     app = create_app(stack.accounts, stack.keyring, stack.probes(), metrics=metrics,
-                     webhooks=stack.webhooks,
+                     webhooks=stack.webhooks, oidc=stack.oidc,
                      online=stack.online,
                      draining=draining.is_set, serving=serving.is_set)
     config = hypercorn_config(stack.settings, sock.detach())

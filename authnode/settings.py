@@ -334,6 +334,108 @@ def _previous_secret(raw: str) -> Secret | None:
     return Secret(raw)
 
 
+# --------------------------------------------------------------------------- OpenID Connect
+
+OIDC_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
+# The variables of one provider NAME: OIDC_<NAME>_<SUFFIX>, NAME in upper case.
+OIDC_SUFFIXES = ("ISSUER", "CLIENT_ID", "CLIENT_SECRET", "SCOPES", "DISPLAY_NAME")
+OIDC_VARIABLE = re.compile(r"OIDC_([A-Z0-9]+)_(" + "|".join(OIDC_SUFFIXES) + ")")
+OIDC_DEFAULT_SCOPES = ("openid", "email", "profile")
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    """One OpenID Connect provider users may sign in with (``OIDC_<NAME>_*``)."""
+
+    name: str  # lower case: the URL's ``/v1/auth/oidc/<name>/``
+    issuer: str
+    client_id: str
+    client_secret: Secret
+    scopes: tuple[str, ...]
+    display_name: str
+
+
+def _provider_names(raw: str) -> tuple[str, ...]:
+    names = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    for name in names:
+        if not OIDC_PROVIDER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a provider name (a letter, then letters or "
+                             "digits, 32 at most; e.g. google,entra)")
+    if len(set(names)) != len(names):
+        raise ValueError("a provider is named twice")
+    return tuple(names)
+
+
+def oidc_variable(name: str, suffix: str) -> str:
+    return f"OIDC_{name.upper()}_{suffix}"
+
+
+def _issuer_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and local):
+        raise ValueError("expected an https:// issuer URL (http only for localhost)")
+    if not parts.hostname or parts.query or parts.fragment or parts.username:
+        raise ValueError("expected an issuer URL such as https://accounts.google.com")
+    return raw.strip().rstrip("/")
+
+
+def _scopes(raw: str) -> tuple[str, ...]:
+    scopes = tuple(dict.fromkeys(raw.replace(",", " ").split()))
+    if "openid" not in scopes:
+        raise ValueError("expected space-separated scopes including openid")
+    if any(not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope) for scope in scopes):
+        raise ValueError("a scope has a character OAuth does not allow")
+    return scopes
+
+
+def _oidc_providers(names: tuple[str, ...],
+                    layers: list[tuple[str, Mapping[str, str]]]) -> tuple[OidcProvider, ...]:
+    """The providers ``OIDC_PROVIDERS`` names, each from its own ``OIDC_<NAME>_*``."""
+
+    def raw(name: str, suffix: str) -> tuple[str, str | None]:
+        variable = oidc_variable(name, suffix)
+        for _, layer in layers:
+            if layer.get(variable):
+                return variable, layer[variable]
+        return variable, None
+
+    def required(name: str, suffix: str, parse: Callable[[str], Any], hidden: bool = False,
+                 default: str | None = None) -> Any:
+        variable, text = raw(name, suffix)
+        if text is None:
+            if default is None:
+                raise SettingsError(variable, f"required: {name} is in OIDC_PROVIDERS")
+            text = default
+        try:
+            return parse(text)
+        except ValueError as error:
+            shown = "(hidden)" if hidden else repr(text)
+            raise SettingsError(variable, f"invalid value {shown}: {error}") from None
+
+    return tuple(OidcProvider(
+        name=name,
+        issuer=required(name, "ISSUER", _issuer_url),
+        client_id=required(name, "CLIENT_ID", _text),
+        client_secret=required(name, "CLIENT_SECRET", lambda t: Secret(_text(t)), True),
+        scopes=required(name, "SCOPES", _scopes, default=" ".join(OIDC_DEFAULT_SCOPES)),
+        display_name=required(name, "DISPLAY_NAME", _text, default=name.capitalize()),
+    ) for name in names)
+
+
+def _check_oidc_variables(names: tuple[str, ...],
+                          layers: list[tuple[str, Mapping[str, str]]]) -> None:
+    """An ``OIDC_<NAME>_*`` variable for a provider not in ``OIDC_PROVIDERS`` is a typo or
+    a provider the operator believes is on: refuse it rather than ignore it."""
+    wanted = {name.upper() for name in names}
+    for source, layer in layers:
+        for key in layer:
+            match = OIDC_VARIABLE.fullmatch(key)
+            if match and match.group(1) not in wanted:
+                raise SettingsError(key, f"set ({source}) but {match.group(1).lower()!r} is "
+                                    "not in OIDC_PROVIDERS")
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -508,17 +610,27 @@ class Settings:
         help=f"on SIGTERM /readyz says 503 and the API keeps serving this long before "
              f"closing its listener (default {DRAIN_DELAY_API_S} for the api role, "
              f"0 for --role worker)")
+    # OpenID Connect sign-in (each provider's OIDC_<NAME>_* fill ``oidc`` below)
+    oidc_provider_names: tuple[str, ...] = setting(
+        "OIDC_PROVIDERS", _provider_names, "",
+        help="comma-separated names of OpenID Connect providers (each configured by "
+             "OIDC_<NAME>_ISSUER, _CLIENT_ID, _CLIENT_SECRET, optional _SCOPES, "
+             "_DISPLAY_NAME)")
     # Webhooks
     webhook_allow_private: bool = setting(
         "WEBHOOK_ALLOW_PRIVATE", _boolean, "false",
         help="allow webhook URLs on loopback, private, link-local and other non-public "
              "addresses (refused by default: SSRF)")
+    oidc: tuple[OidcProvider, ...] = ()
     # Where each value came from, by variable name (not part of equality).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def public_origin(self) -> str:
         return self.public_url.rstrip("/")
+
+    def oidc_provider(self, name: str) -> OidcProvider | None:
+        return next((p for p in self.oidc if p.name == name), None)
 
 
 # Every variable, in the order of the fields above.
@@ -596,7 +708,7 @@ def load_settings(
     known = {spec.env for spec in SPECS}
     for source, layer in layers[2:]:
         for key in layer:
-            if key not in known:
+            if key not in known and not OIDC_VARIABLE.fullmatch(key):
                 raise SettingsError(key, f"unknown variable in {source}")
 
     argon2_memory_kib = _resolve(_spec("ARGON2_MEMORY_KIB"), layers, None)[0]
@@ -610,6 +722,8 @@ def load_settings(
         values["instance_id"] = _default_instance_id()
     if sources["DB_MIN_POOL_SIZE"] == "tuned from hardware":  # never above a set maximum
         values["db_min_pool_size"] = min(values["db_min_pool_size"], values["db_pool_size"])
+    _check_oidc_variables(values["oidc_provider_names"], layers)
+    values["oidc"] = _oidc_providers(values["oidc_provider_names"], layers)
     settings = Settings(**values, sources=sources)
     _check_consistency(settings)
     return settings
@@ -704,6 +818,12 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
         else:
             shown = _mask_url_password(str(value))
         rows.append((spec.env, shown, settings.sources.get(spec.env, "default")))
+    for provider in settings.oidc:
+        for suffix, value in (("ISSUER", provider.issuer), ("CLIENT_ID", provider.client_id),
+                              ("CLIENT_SECRET", "********"),
+                              ("SCOPES", " ".join(provider.scopes)),
+                              ("DISPLAY_NAME", provider.display_name)):
+            rows.append((oidc_variable(provider.name, suffix), value, "OIDC_PROVIDERS"))
     return rows
 
 

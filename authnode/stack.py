@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
+import httpx
 import procrastinate
 
 from authnode.accounts.context import Accounts
@@ -27,11 +28,13 @@ from authnode.mail import sender_from_url
 from authnode.mfa.challenges import MfaChallenges
 from authnode.mfa.context import MfaContext
 from authnode.observability.metrics import MongoPoolListener, NullMetrics, ProcessMetrics
+from authnode.oidc.flow import Oidc
 from authnode.operators.audit import AuditLog
 from authnode.probes import Probe, dependency_probes
 from authnode.repositories.admin_keys import AdminKeyRepository
 from authnode.repositories.audit import AuditRepository
 from authnode.repositories.email_tokens import EmailTokenRepository
+from authnode.repositories.identities import IdentityRepository
 from authnode.repositories.registrations import RegistrationRepository
 from authnode.repositories.second_factors import SecondFactorRepository
 from authnode.repositories.sent_emails import SentEmailRepository
@@ -52,6 +55,8 @@ from authnode.tokens.sealing import WEBHOOK_SECRETS, SealedBox
 from authnode.webhooks.delivery import JobQueueDeliveries, WebhookDeliverer, Webhooks
 from authnode.webhooks.from_audit import emitter as webhook_emitter
 
+OIDC_HTTP_TIMEOUT_S = 5.0
+
 
 @dataclass(frozen=True)
 class Stack:
@@ -64,6 +69,7 @@ class Stack:
     worker: WorkerContext
     online: OnlineUsers
     webhooks: Webhooks | None = None  # endpoints and emit(), for the API side
+    oidc: Oidc | None = None  # provider sign-in, for the API side
 
     def probes(self) -> dict[str, Probe]:
         async def postgresql() -> object:
@@ -86,6 +92,7 @@ async def ensure_indexes(mongo: MongoHandles) -> None:
     await AuditRepository(mongo).ensure_indexes()
     await WebhookEndpointRepository(mongo).ensure_indexes()
     await WebhookDeliveryRepository(mongo).ensure_indexes()
+    await IdentityRepository(mongo).ensure_indexes()
 
 
 @asynccontextmanager
@@ -107,6 +114,9 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
     deliverer = WebhookDeliverer(endpoints=webhook_endpoints, deliveries=webhook_deliveries,
                                  box=webhook_box,
                                  allow_private=settings.webhook_allow_private)
+    # Providers' discovery documents, keys and token endpoints (authnode/oidc).
+    oidc_http = httpx.AsyncClient(timeout=httpx.Timeout(OIDC_HTTP_TIMEOUT_S),
+                                  follow_redirects=False)
     try:
         await jobs.open_async()
         users = UserRepository(mongo)
@@ -150,7 +160,7 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
                                  secrets_newest_first=[secret, settings.secret_key_previous],
                                  public_url=settings.public_url),
             audit=AuditLog(AuditRepository(mongo), on_failure=metrics.audit_event_lost),
-            admin_keys=AdminKeyRepository(mongo),
+            admin_keys=AdminKeyRepository(mongo), identities=IdentityRepository(mongo),
         )
         mailer = Mailer(settings=settings, users=users, email_tokens=email_tokens,
                         registrations=registrations,
@@ -170,10 +180,11 @@ async def open_stack(settings: Settings, *, load_keys: bool = True,
             try:
                 yield Stack(settings=settings, redis=redis, mongo=mongo, jobs=jobs,
                             keyring=keyring, accounts=accounts, worker=worker, online=online,
-                            webhooks=webhooks)
+                            webhooks=webhooks, oidc=Oidc(accounts, redis, oidc_http))
             finally:
                 background.cancel_scope.cancel()  # audit.run writes what is left first
     finally:
+        await oidc_http.aclose()
         await deliverer.aclose()
         await sender.aclose()
         await jobs.close_async()

@@ -4,11 +4,13 @@
 # (or with sudo available) when Debian packages are missing.
 #
 #   Debian packages: redis-server redis-tools postgresql wrk systemd iproute2
-#                    chromium chromium-driver haproxy
+#                    chromium chromium-driver haproxy (nodejs npm, if node is missing)
 #   FerretDB v1:     $(go env GOPATH)/bin/ferretdb, built from the Go module proxy
 #   Helm v3:         $(go env GOPATH)/bin/helm, built the same way (the chart's CI checks)
 #   Python:          ./.venv (python3.11) with `pip install -e '.[test,bench]'`
 #   Bench peer:      ./bench/.peer-venv with bench/peer-requirements.txt (fastapi-users)
+#   Node packages:   tests/services/oidc_node/node_modules (oidc-provider, pinned in its
+#                    package.json and package-lock.json): the OpenID provider of the tests
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +47,9 @@ for pkg in redis-server redis-tools postgresql wrk iproute2 chromium chromium-dr
     pkg_installed "$pkg" || missing+=("$pkg")
 done
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# Node.js runs the tests' OpenID provider; a machine that brings its own keeps it.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || {
     [[ " ${missing[*]} " == *" postgresql "* ]] || missing+=(postgresql)
 }
@@ -159,6 +164,19 @@ else
     "$PEER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         -r bench/peer-requirements.txt
     echo "$peer_want" >"$PEER_VENV/.installed"
+fi
+
+# ---------------------------------------------------------------- Node (test OIDC provider)
+oidc_dir="$ROOT/tests/services/oidc_node"
+command -v npm >/dev/null 2>&1 || die "npm not found (the tests' OpenID provider needs Node.js)"
+oidc_stamp="$oidc_dir/node_modules/.installed"
+oidc_want="$(cat "$oidc_dir/package.json" "$oidc_dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [ "$oidc_want" = "$(cat "$oidc_stamp" 2>/dev/null || true)" ]; then
+    say "Node packages: up to date (tests/services/oidc_node)"
+else
+    say "Node packages: npm ci in tests/services/oidc_node"
+    (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$oidc_want" >"$oidc_stamp"
 fi
 
 say "done"

@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
 from tests.services import (  # noqa: E402
     POSTGRESQL_DATABASE,
     FerretDB,
+    OidcProviderServer,
     PostgresServer,
     RedisCluster,
     RedisServer,
@@ -143,6 +144,22 @@ def mongo_apart(services_dir: Path) -> Iterator[FerretDB]:
     except BaseException:
         server.stop()
         raise
+    yield server
+    server.stop()
+
+
+# The PUBLIC_URL of tests/acceptance's deployments, and the provider name they use.
+OIDC_TEST_PUBLIC_URL = "http://auth.example.test"
+OIDC_TEST_PROVIDER = "idp"
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(services_dir: Path) -> Iterator[OidcProviderServer]:
+    """A real OpenID Connect provider (panva's oidc-provider under Node) whose one client
+    may come back to ``OIDC_TEST_PUBLIC_URL``'s callback of ``OIDC_TEST_PROVIDER``."""
+    server = OidcProviderServer(services_dir / "oidc-provider", redirect_uris=[
+        f"{OIDC_TEST_PUBLIC_URL}/v1/auth/oidc/{OIDC_TEST_PROVIDER}/callback"])
+    server.start()
     yield server
     server.stop()
 

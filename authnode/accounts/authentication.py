@@ -75,6 +75,10 @@ async def login(accounts: Accounts, *, email: str, password: str, ip: str,
         await accounts.hasher.verify_dummy(password)
         accounts.audit.record("login.failed", user_id=None, outcome="unknown_address")
         raise InvalidCredentials()
+    if not user.has_password:  # made by a provider sign-in: the same answer and time
+        await accounts.hasher.verify_dummy(password)
+        accounts.audit.record("login.failed", user_id=user.id, outcome="no_password")
+        raise InvalidCredentials()
     if not await accounts.hasher.verify(user.password_hash, password):
         accounts.audit.record("login.failed", user_id=user.id, outcome="wrong_password")
         raise InvalidCredentials()
@@ -102,6 +106,9 @@ async def check_password(accounts: Accounts, user: User, password: str, *,
     """Whether ``password`` is the user's, counted against the account's lockout as a
     login from ``ip`` is (:class:`AccountLocked` while it is locked for ``ip``)."""
     await _reserve_attempt(accounts, user.email, ip)
+    if not user.has_password:
+        await accounts.hasher.verify_dummy(password)
+        return False
     if not await accounts.hasher.verify(user.password_hash, password):
         return False
     await accounts.limiter.release_attempt(user.email, ip)

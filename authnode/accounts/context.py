@@ -15,6 +15,7 @@ from authnode.operators.audit import AuditLog
 from authnode.repositories.protocols import (
     AdminKeyStore,
     EmailTokenStore,
+    IdentityStore,
     RegistrationStore,
     SessionStore,
     UserStore,
@@ -44,6 +45,7 @@ class Accounts:
     mfa: MfaContext
     audit: AuditLog
     admin_keys: AdminKeyStore
+    identities: IdentityStore
     clock: Callable[[], float] = field(default=time.time)
 
     def now(self) -> datetime:

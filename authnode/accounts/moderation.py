@@ -47,5 +47,6 @@ async def remove_account(accounts: Accounts, user_id: str) -> None:
     await accounts.sessions.delete_for_user(user_id)
     await accounts.email_tokens.delete_for_user(user_id)
     await accounts.mfa.factors.delete(user_id)
+    await accounts.identities.delete_for_user(user_id)
     await accounts.users.delete(user_id)
     accounts.audit.record("user.deleted", user_id=user_id)

@@ -8,7 +8,12 @@ from authnode.accounts.authentication import check_password, end_session
 from authnode.accounts.context import Accounts
 from authnode.accounts.models import Principal, clean_name, iso, public_user
 from authnode.accounts.moderation import remove_account
-from authnode.errors import InvalidCredentials, InvalidToken, NotFound
+from authnode.errors import (
+    InvalidCredentials,
+    InvalidToken,
+    NotFound,
+    ReauthenticationRequired,
+)
 from authnode.mfa import flows as mfa_flows
 
 
@@ -43,7 +48,13 @@ async def delete_account(accounts: Accounts, principal: Principal, *, password: 
     user = await accounts.users.by_id(principal.user_id)
     if user is None:
         raise InvalidToken()
-    if not await check_password(accounts, user, password, ip=ip):
+    if not user.has_password:
+        # Nothing to type: a sign-in within REAUTH_MAX_AGE_S stands in for the password.
+        auth_time = principal.assurance.auth_time
+        if auth_time is None or accounts.clock() - auth_time > accounts.settings.reauth_max_age_s:
+            raise ReauthenticationRequired("This account has no password: sign in again "
+                                           "with your provider, then delete it at once.")
+    elif not await check_password(accounts, user, password, ip=ip):
         raise InvalidCredentials("The password is incorrect.")
     await remove_account(accounts, user.id)
 

@@ -9,7 +9,13 @@ from authnode.accounts.context import Accounts
 from authnode.accounts.models import Principal, lookup_email, utc
 from authnode.accounts.outbox import EmailKind
 from authnode.accounts.registration import email_token_hash
-from authnode.errors import InvalidCredentials, InvalidEmailToken, InvalidToken, Unavailable
+from authnode.errors import (
+    InvalidCredentials,
+    InvalidEmailToken,
+    InvalidToken,
+    NoPassword,
+    Unavailable,
+)
 from authnode.repositories.records import User
 
 log = logging.getLogger(__name__)
@@ -80,6 +86,8 @@ async def change_password(accounts: Accounts, principal: Principal, *, current_p
     user = await accounts.users.by_id(principal.user_id)
     if user is None:
         raise InvalidToken()
+    if not user.has_password:
+        raise NoPassword()
     if not await check_password(accounts, user, current_password, ip=ip):
         raise InvalidCredentials("The current password is incorrect.")
     accounts.policy.check(new_password, email=user.email)

@@ -21,12 +21,14 @@ from authnode.api.health import health_blueprint
 from authnode.api.hosted import hosted_blueprint
 from authnode.api.jwks import jwks_blueprint
 from authnode.api.mfa import mfa_blueprint
+from authnode.api.oidc import oidc_blueprint
 from authnode.api.operators import operators_blueprint
 from authnode.api.pages import pages_blueprint
 from authnode.api.requests import client_address, user_agent
 from authnode.api.stats import stats_blueprint
 from authnode.api.users import users_blueprint
 from authnode.observability.metrics import Metrics
+from authnode.oidc.flow import Oidc
 from authnode.operators import audit
 from authnode.operators.audit import AuditContext
 from authnode.probes import Probe
@@ -60,6 +62,7 @@ def _plain_dicts_skip_conversion(app: Quart) -> None:
 
 def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe], *,
                metrics: Metrics, online: OnlineUsers, webhooks: Webhooks | None = None,
+               oidc: Oidc | None = None,
                draining: Callable[[], bool] = lambda: False,
                serving: Callable[[], bool] = lambda: True) -> Quart:
     settings = accounts.settings
@@ -93,6 +96,8 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     app.register_blueprint(pages_blueprint(accounts))
     app.register_blueprint(hosted_blueprint(accounts, metrics))
     app.register_blueprint(stats_blueprint(online))
+    if oidc is not None:
+        app.register_blueprint(oidc_blueprint(oidc, metrics))
     # Browsers honour HSTS only over https, and it would pin an http origin's host to
     # https: sent only when the public origin is https.
     hsts = settings.public_url.lower().startswith("https://")

@@ -348,3 +348,67 @@ class WebhookDelivery(BaseModel):
 
 class WebhookDeliveries(BaseModel):
     deliveries: list[WebhookDelivery]
+
+
+class OidcExchangeRequest(_Request):
+    code: str = Field(max_length=256)
+    code_verifier: str | None = Field(default=None, max_length=128)
+    transport: Transport = "body"
+
+
+class OidcLinkConfirmRequest(_Request):
+    link_token: str = Field(max_length=256)
+    password: str = Field(max_length=4096)
+    transport: Transport = "body"
+
+
+class OidcLinkTokenRequest(_Request):
+    link_token: str = Field(max_length=256)
+
+
+class OidcLinkEmailConfirmRequest(_Request):
+    token: str = Field(max_length=1024)
+    transport: Transport = "body"
+
+
+class OidcLinkStartRequest(_Request):
+    return_to: str | None = Field(default=None, max_length=2048)
+
+
+class OidcLinkCodeRequest(_Request):
+    link_code: str = Field(max_length=256)
+
+
+class AuthorizationUrl(BaseModel):
+    authorization_url: str
+
+
+class LinkRequired(BaseModel):
+    """409 ``link_required``: the provider's verified address has an account here."""
+
+    error: dict[str, str]
+    link_token: str
+    provider: str
+    email: str
+    methods: list[str]
+
+
+class Provider(BaseModel):
+    name: str
+    display_name: str
+
+
+class Providers(BaseModel):
+    providers: list[Provider]
+
+
+class Identity(BaseModel):
+    id: str
+    provider: str
+    display_name: str
+    email: str | None
+    created_at: str
+
+
+class Identities(BaseModel):
+    identities: list[Identity]

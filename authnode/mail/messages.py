@@ -83,17 +83,19 @@ class EmailKind(StrEnum):
     SECOND_FACTOR_ADDED = "second_factor_added"
     SECOND_FACTOR_REMOVED = "second_factor_removed"
     RECOVERY_CODE_USED = "recovery_code_used"
+    LINK_IDENTITY = "link_identity"  # confirm linking a provider's sign-in (authnode/oidc)
 
     @property
     def has_token(self) -> bool:
         """Whether the email carries a link with a single-use token."""
-        return self in (EmailKind.VERIFY_EMAIL, EmailKind.PASSWORD_RESET)
+        return self in (EmailKind.VERIFY_EMAIL, EmailKind.PASSWORD_RESET,
+                        EmailKind.LINK_IDENTITY)
 
     def link_ttl_s(self, settings: Settings) -> int:
         """How long this kind's link works: the one place each lifetime is read."""
         if self is EmailKind.VERIFY_EMAIL:
             return settings.verify_email_token_ttl_s
-        if self is EmailKind.PASSWORD_RESET:
+        if self in (EmailKind.PASSWORD_RESET, EmailKind.LINK_IDENTITY):
             return settings.email_token_ttl_s
         raise ValueError(f"a {self.value} email carries no link")
 
@@ -101,6 +103,7 @@ class EmailKind(StrEnum):
 _LINK_PATHS: dict[EmailKind, str] = {
     EmailKind.VERIFY_EMAIL: "/verify-email",
     EmailKind.PASSWORD_RESET: "/reset-password",
+    EmailKind.LINK_IDENTITY: "/link-account",
 }
 
 
@@ -139,6 +142,18 @@ def _content(kind: EmailKind, valid_for: str, requested_at: str) -> _Content:
             after=(f"The link is valid for {valid_for} and can be used once.",
                    "If you did not ask for this, you can ignore this email: your password "
                    "has not been changed."),
+        )
+    if kind is EmailKind.LINK_IDENTITY:
+        return _Content(
+            subject="Confirm a new way to sign in",
+            before=("Someone, probably you, signed in with a sign-in provider (such as "
+                    "Google or your company's) using this email address, and asked to add "
+                    "it as a way to sign in to your account.",
+                    "If that was you, open the link below and confirm."),
+            action="Add this way to sign in",
+            after=(f"The link is valid for {valid_for} and can be used once.",
+                   "If it was not you, ignore this email: nothing is added unless you "
+                   "confirm."),
         )
     if kind is EmailKind.ALREADY_REGISTERED:
         return _Content(

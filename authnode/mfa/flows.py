@@ -61,7 +61,7 @@ PENDING_TOTP_S = 600  # an enrolment not confirmed within this is started again
 MAX_PASSKEYS = 10
 MAX_PASSKEY_NAME_CHARS = 64
 _CHANGE_TRIES = 5
-_AMR_ORDER = ("pwd", "otp", "hwk")
+_AMR_ORDER = ("pwd", "ext", "otp", "hwk")  # "ext": a provider sign-in (authnode/oidc)
 
 
 def _amr(*methods: str) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from authnode.repositories.records import (
     AdminKey,
     AuditEvent,
     EmailToken,
+    Identity,
     Passkey,
     Registration,
     SecondFactors,
@@ -29,6 +30,7 @@ from authnode.repositories.records import (
     User,
     WebhookDelivery,
     WebhookEndpoint,
+    identity_id,
     spent_prefix,
 )
 from authnode.repositories.sessions import (
@@ -39,7 +41,7 @@ from authnode.repositories.sessions import (
 from authnode.repositories.spend_guards import GUARD_TTL
 
 _Record = TypeVar("_Record", User, Session, EmailToken, Registration, SecondFactors,
-                   Passkey, AdminKey, AuditEvent)
+                   Passkey, AdminKey, AuditEvent, Identity)
 
 
 def _ms(moment: datetime) -> datetime:
@@ -695,3 +697,42 @@ if TYPE_CHECKING:  # mypy checks that both sides of each contract satisfy its Pr
         deliveries: list[protocols.WebhookDeliveryStore] = [MemoryWebhookDeliveryStore(),
                                                             WebhookDeliveryRepository(mongo)]
         del endpoints, deliveries
+
+
+class MemoryIdentityStore:
+    """Twin of :class:`~authnode.repositories.identities.IdentityRepository`."""
+
+    def __init__(self) -> None:
+        self._identities: dict[str, Identity] = {}
+
+    async def insert(self, identity: Identity) -> bool:
+        await _round_trip()
+        if identity.id in self._identities:
+            return False
+        self._identities[identity.id] = _stored(identity)
+        return True
+
+    async def by_subject(self, provider: str, subject: str) -> Identity | None:
+        await _round_trip()
+        found = self._identities.get(identity_id(provider, subject))
+        return found if found is not None and found.subject == subject else None
+
+    async def for_user(self, user_id: str) -> list[Identity]:
+        await _round_trip()
+        mine = [i for i in self._identities.values() if i.user_id == user_id]
+        return sorted(mine, key=lambda i: (i.created_at, i.id))
+
+    async def delete(self, user_id: str, identity_id: str) -> bool:
+        await _round_trip()
+        found = self._identities.get(identity_id)
+        if found is None or found.user_id != user_id:
+            return False
+        del self._identities[identity_id]
+        return True
+
+    async def delete_for_user(self, user_id: str) -> int:
+        await _round_trip()
+        mine = [key for key, i in self._identities.items() if i.user_id == user_id]
+        for key in mine:
+            del self._identities[key]
+        return len(mine)

@@ -14,6 +14,7 @@ from authnode.repositories.records import (
     AdminKey,
     AuditEvent,
     EmailToken,
+    Identity,
     Registration,
     SecondFactors,
     Session,
@@ -258,3 +259,18 @@ class WebhookDeliveryStore(Protocol):
     async def purge(self, updated_before: datetime) -> int:
         """Delete deliveries last changed before ``updated_before``; how many."""
         ...
+
+
+class IdentityStore(Protocol):
+    async def insert(self, identity: Identity) -> bool:
+        """Link it; False when this provider's ``sub`` is already linked (to anyone)."""
+
+    async def by_subject(self, provider: str, subject: str) -> Identity | None: ...
+
+    async def for_user(self, user_id: str) -> list[Identity]:
+        """Oldest first."""
+
+    async def delete(self, user_id: str, identity_id: str) -> bool:
+        """Unlink one of this user's identities; False if it is not theirs."""
+
+    async def delete_for_user(self, user_id: str) -> int: ...

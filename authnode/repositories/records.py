@@ -8,6 +8,7 @@ versions) have the default the domain always assumed for them.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,37 @@ class User:
     created_at: datetime | None
     updated_at: datetime | None
     password_changed_at: datetime | None = None
+
+    @property
+    def has_password(self) -> bool:
+        """False for an account made by signing in with a provider (``password_hash``
+        is empty) until it sets one through a reset link."""
+        return bool(self.password_hash)
+
+
+NO_PASSWORD = ""  # the password_hash of an account without a password
+
+
+def identity_id(provider: str, subject: str) -> str:
+    """The ``_id`` of a linked identity: fixed length whatever the provider's ``sub``."""
+    digest = hashlib.sha256(f"{provider}\x00{subject}".encode()).hexdigest()
+    return digest[:32]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A provider's account (``provider``, its ``sub``) linked to one of ours. ``email``
+    is what the provider said when it was linked (shown to the user, never matched)."""
+
+    provider: str
+    subject: str
+    user_id: str
+    email: str | None
+    created_at: datetime
+
+    @property
+    def id(self) -> str:
+        return identity_id(self.provider, self.subject)
 
 
 @dataclass(frozen=True)

@@ -79,3 +79,39 @@ def totp_used(user_id: str, step: int) -> str:
 def webauthn_challenge(challenge_digest: str) -> str:
     """A WebAuthn challenge handed out and not yet answered (single use)."""
     return f"{PREFIX}:mfa:wa:{{{challenge_digest[:32]}}}"
+
+
+def oidc_state(state_digest: str) -> str:
+    """A provider sign-in in progress: its nonce, PKCE verifier, return_to (single use)."""
+    return f"{PREFIX}:oidc:state:{{{state_digest[:32]}}}"
+
+
+def oidc_code(code_digest: str) -> str:
+    """A finished provider sign-in waiting for the app's exchange (single use)."""
+    return f"{PREFIX}:oidc:code:{{{code_digest[:32]}}}"
+
+
+def oidc_link(token_digest: str) -> str:
+    """A provider identity waiting for the owner of the matching account to confirm."""
+    return f"{PREFIX}:oidc:link:{{{token_digest[:32]}}}"
+
+
+def oidc_document(url: str) -> str:
+    """A provider's discovery document or JWKS, cached for its HTTP lifetime."""
+    return f"{PREFIX}:oidc:doc:{{{_digest(url)}}}"
+
+
+def oidc_jwks_refetched(url: str) -> str:
+    """Present for a while after an unknown ``kid`` made us refetch this JWKS."""
+    return f"{PREFIX}:oidc:refetch:{{{_digest(url)}}}"
+
+
+def oidc_unlink_lock(user_id: str) -> str:
+    """Held while one of the user's sign-in methods is being removed."""
+    return f"{PREFIX}:oidc:unlink:{user_tag(user_id)}"
+
+
+def oidc_link_by_email(user_id: str) -> str:
+    """The provider identity waiting for its account's emailed confirmation (the newest
+    request of this user)."""
+    return f"{PREFIX}:oidc:link-email:{user_tag(user_id)}"

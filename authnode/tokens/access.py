@@ -53,7 +53,8 @@ _TIME_CLAIMS = ("iat", "exp")
 
 # RFC 8176 method names authnode issues: password, one-time code (TOTP or recovery code),
 # hardware-bound key (a passkey).
-AMR_VALUES = frozenset({"pwd", "otp", "hwk"})
+# "ext": signed in by an OpenID Connect provider (authnode/oidc).
+AMR_VALUES = frozenset({"pwd", "otp", "hwk", "ext"})
 MAX_AMR = 4
 
 

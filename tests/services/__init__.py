@@ -22,6 +22,7 @@ from .ferretdb import (
     FerretDB,
     ferretdb_handler,
 )
+from .oidc_provider import OidcProviderServer
 from .postgres_server import PostgresServer
 from .redis_server import RedisCluster, RedisServer, RedisTarget, async_client, parse_startup_nodes
 from .smtp import RecordedMessage, SmtpRecorder
@@ -31,6 +32,7 @@ __all__ = [
     "POSTGRESQL_DATABASE",
     "POSTGRESQL_POOL_MAX_CONNS",
     "FerretDB",
+    "OidcProviderServer",
     "PostgresServer",
     "RecordedMessage",
     "RedisCluster",

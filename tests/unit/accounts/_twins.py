@@ -31,6 +31,7 @@ from authnode.repositories.memory import (
     MemoryAdminKeyStore,
     MemoryAuditStore,
     MemoryEmailTokenStore,
+    MemoryIdentityStore,
     MemoryRegistrationStore,
     MemorySecondFactorStore,
     MemorySentEmailStore,
@@ -172,6 +173,7 @@ async def twins(redis: RedisClient | None = None, **environ: str) -> Twins:
                              secrets_newest_first=[config.secret_key],
                              public_url=config.public_url),
         audit=AuditLog(MemoryAuditStore(), clock=clock), admin_keys=MemoryAdminKeyStore(),
+        identities=MemoryIdentityStore(),
         clock=clock)
     mailer = Mailer(settings=config, users=users, email_tokens=email_tokens,
                     registrations=registrations, sent_emails=MemorySentEmailStore(),

@@ -15,6 +15,7 @@ from authnode.accounts.context import Accounts
 from authnode.api.access import PUBLIC, USER, PrincipalKind, access_of, public, requires
 from authnode.api.app import create_app
 from authnode.observability.metrics import Metrics
+from authnode.oidc.flow import Oidc
 from authnode.settings import load_settings
 from authnode.shared.online import OnlineUsers
 from authnode.tuning import HostResources
@@ -39,9 +40,11 @@ def build_app() -> Quart:
                         access_tokens=unreachable, refresh_key=b"k" * 32,
                         revocations=unreachable, limiter=unreachable, outbox=unreachable,
                         profiles=unreachable, mfa=unreachable,
-                        audit=unreachable, admin_keys=unreachable)
+                        audit=unreachable, admin_keys=unreachable,
+                        identities=unreachable)
     online = OnlineUsers(cast(Any, unreachable), window_s=settings.online_window_s)
-    return create_app(accounts, unreachable, {}, metrics=Metrics(environ={}), online=online)
+    return create_app(accounts, unreachable, {}, metrics=Metrics(environ={}), online=online,
+                      oidc=Oidc(accounts, unreachable, unreachable))
 
 
 def test_every_route_declares_its_access() -> None:
@@ -61,7 +64,9 @@ def test_the_account_routes_need_a_user_and_the_rest_are_public() -> None:
                           "/v1/mfa/webauthn", "/v1/mfa/webauthn/<passkey_id>",
                           "/v1/mfa/webauthn/register", "/v1/mfa/webauthn/register/options",
                           "/v1/sessions", "/v1/sessions/<session_id>", "/v1/stats/online",
-                          "/v1/users/me", "/v1/users/me/activity"]
+                          "/v1/users/me", "/v1/users/me/activity",
+                          "/v1/users/me/identities", "/v1/users/me/identities/<identity_id>",
+                          "/v1/users/me/identities/<provider>"]
 
 
 def test_every_admin_route_needs_an_admin_key_with_a_scope() -> None:
@@ -109,6 +114,8 @@ def test_what_needs_step_up_or_a_recent_authentication() -> None:
         "DELETE /v1/mfa/totp": ("step_up", ""),
         "POST /v1/mfa/webauthn/register/options": ("step_up", "recent"),
         "DELETE /v1/mfa/webauthn/<passkey_id>": ("step_up", ""),
+        "POST /v1/users/me/identities/<provider>": ("step_up", "recent"),
+        "DELETE /v1/users/me/identities/<identity_id>": ("step_up", ""),
     }
 
 
