@@ -94,7 +94,7 @@ def create_app(accounts: Accounts, keyring: KeyRing, probes: Mapping[str, Probe]
     app.register_blueprint(mfa_blueprint(accounts))
     app.register_blueprint(operators_blueprint(accounts, webhooks))
     app.register_blueprint(pages_blueprint(accounts))
-    app.register_blueprint(hosted_blueprint(accounts, metrics))
+    app.register_blueprint(hosted_blueprint(accounts, metrics, oidc))
     app.register_blueprint(stats_blueprint(online))
     if oidc is not None:
         app.register_blueprint(oidc_blueprint(oidc, metrics))

@@ -35,6 +35,9 @@ from authnode.errors import (
 )
 from authnode.mfa import flows
 from authnode.observability.metrics import Metrics
+from authnode.oidc.errors import LinkRequired
+from authnode.oidc.flow import Oidc
+from authnode.oidc.providers import login_buttons, start_path
 
 MAX_FIELD_CHARS = 4096
 SCRIPT_PATH = "/assets/pages.js"
@@ -48,14 +51,19 @@ DONE = {
     "totp-off": "The authenticator app is removed.",
     "passkey-added": "The passkey is added.",
     "passkey-removed": "The passkey is removed.",
+    "identity-linked": "The provider is linked: you can sign in with it now.",
+    "identity-unlinked": "The provider is unlinked.",
 }
+REAUTHENTICATE = "For this, sign in again (with your second step, if you have one)."
+SIGN_IN_AGAIN = "/login?return_to=%2Faccount"
 SIGNED_OUT = {
     "out": "You are signed out.",
     "everywhere": "You are signed out on every device.",
 }
 
 
-def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
+def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = None
+                     ) -> Blueprint:
     bp = Blueprint("hosted", __name__)
     settings = accounts.settings
     public_url = settings.public_origin
@@ -95,6 +103,16 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
                 f'data-status="{status_id}"{extra}>{escape(text)}</button>'
                 f'<p id="{status_id}" class="error" role="alert"></p>')
 
+    def provider_buttons(next_url: str) -> str:
+        """A "Sign in with …" link per OpenID Connect provider (``OIDC_PROVIDERS``)."""
+        if oidc is None:
+            return ""
+        return "".join(
+            f'<p><a class="button" href="'
+            f'{escape(public_url + start_path(name, return_to=next_url, mode="page"))}">'
+            f"Sign in with {escape(shown)}</a></p>"
+            for name, shown in login_buttons(settings))
+
     @bp.before_request
     async def same_origin_forms() -> None:
         if request.method == "POST":
@@ -129,6 +147,7 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
                     + field("password", "Password", kind="password",
                             autocomplete="current-password")), "Sign in")
                 + passkey_button("passkey-login", "Sign in with a passkey", next_url)
+                + provider_buttons(next_url)
                 + f"<p>{link('/register', 'Create an account')} · "
                 f"{link('/forgot-password', 'Forgot your password?')}</p>")
         return render("Sign in", body, status, script_needed=True)
@@ -152,8 +171,113 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
     @public
     @hide
     async def login_form() -> Response:
+        return_to = request.args.get("return_to", "")
+        oidc_code = request.args.get("oidc_code")
+        if oidc_code and oidc is not None:
+            return await continue_provider_sign_in(oidc, oidc_code[:256], return_to)
         notice = SIGNED_OUT.get(request.args.get("signed_out", ""))
-        return login_page(request.args.get("return_to", ""), notice=notice)
+        return login_page(return_to, notice=notice)
+
+    async def continue_provider_sign_in(oidc: Oidc, code: str, return_to: str) -> Response:
+        """Where a provider sign-in that needs more lands (``/login?oidc_code=…``, from
+        the callback, once): the second step, or proving an existing account is yours
+        before the provider is linked to it."""
+        try:
+            with metrics.login_attempt():
+                issued = await oidc.exchange(code)
+        except MfaRequired as pending:
+            return second_factor_page(pending.mfa_token, pending.methods, return_to)
+        except LinkRequired as needed:
+            return link_page(needed, return_to)
+        except AuthnodeError as error:
+            return login_page(return_to, error=error.message, status=error.status)
+        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
+                                          safe_return_url(settings, return_to))
+
+    def link_page(needed: LinkRequired, return_to: str, *, error: str | None = None,
+                  status: int = 200) -> Response:
+        names = dict(login_buttons(settings))
+        shown = names.get(needed.provider, needed.provider)
+        body = message(error) + (
+            f"<p>An account with the address <strong>{escape(needed.email)}</strong> "
+            f"already exists. To sign in to it with {escape(shown)} from now on, show that "
+            "it is yours first. Nothing is linked until you do.</p>")
+        token = hidden("link_token", needed.link_token) + hidden("return_to", return_to)
+        if "password" in needed.methods:
+            body += form_html("/login/link", token + field(
+                "password", "The account's password", kind="password",
+                autocomplete="current-password"), "Link and sign in")
+        if "email" in needed.methods:
+            body += form_html("/login/link-email", token, "Email me a link instead")
+        body += (f"<p>Or {link('/login', 'sign in to the account')} (with its second step, "
+                 f"if it has one) and link {escape(shown)} from your account page.</p>")
+        return render("Link your account", body, status)
+
+    @bp.post("/login/link")
+    @public
+    @hide
+    async def link_with_password() -> Response:
+        if oidc is None:
+            return login_page("", error="No sign-in provider is configured.", status=404)
+        values = await form()
+        return_to = values.get("return_to", "")
+        try:
+            with metrics.login_attempt():
+                issued = await oidc.confirm_link(
+                    link_token=values.get("link_token", ""),
+                    password=values.get("password", ""), ip=ip(),
+                    user_agent=user_agent(request))
+        except AuthnodeError as error:
+            return login_page(return_to, error=error.message, status=error.status)
+        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
+                                          safe_return_url(settings, return_to))
+
+    @bp.post("/login/link-email")
+    @public
+    @hide
+    async def link_by_email() -> Response:
+        if oidc is None:
+            return login_page("", error="No sign-in provider is configured.", status=404)
+        values = await form()
+        try:
+            await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
+            await oidc.email_link(link_token=values.get("link_token", ""))
+        except AuthnodeError as error:
+            return login_page(values.get("return_to", ""), error=error.message,
+                              status=error.status)
+        return render("Check your email", (
+            "<p>We sent the account's address a link. Open it and press the button to "
+            f"link the provider and sign in.</p><p>{link('/login', 'Back to sign in')}</p>"))
+
+    @bp.get("/link-account")
+    @public
+    @hide
+    async def link_account_page() -> Response:
+        """The emailed link: a button, so that opening the link (a mail scanner) links
+        nothing."""
+        token = request.args.get("token", "")
+        return render("Link a sign-in provider", (
+            "<p>Press the button to link the provider you signed in with to this account, "
+            "and sign in. If you did not ask for this, close this page: nothing happens "
+            "unless you press it.</p>"
+            + form_html("/link-account", hidden("token", token), "Link and sign in")))
+
+    @bp.post("/link-account")
+    @public
+    @hide
+    async def link_account_submit() -> Response:
+        if oidc is None:
+            return login_page("", error="No sign-in provider is configured.", status=404)
+        values = await form()
+        try:
+            await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
+            with metrics.login_attempt():
+                issued = await oidc.confirm_emailed_link(
+                    token=values.get("token", ""), ip=ip(), user_agent=user_agent(request))
+        except AuthnodeError as error:
+            return login_page("", error=error.message, status=error.status)
+        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
+                                          safe_return_url(settings, None))
 
     @bp.post("/login")
     @public
@@ -307,12 +431,29 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
                  + passkey_button("passkey-add", "Add a passkey",
                                   public_url + "/account?done=passkey-added")
                  + "</section>")
+        body += await identities_section()
         body += ("<section><h2>Delete account</h2><p>This deletes your account and signs "
                  "you out everywhere. It cannot be undone.</p>"
                  + form_html("/account/delete", field(
                      "password", "Your password, to confirm", kind="password",
                      autocomplete="current-password"), "Delete my account") + "</section>")
         return render("Your account", body, status, script_needed=True)
+
+    async def identities_section() -> str:
+        if oidc is None or not settings.oidc:
+            return ""
+        linked = await oidc.identities(g.principal)
+        items = "".join(
+            f"<li>{escape(i['display_name'])} ({escape(i['email'] or '')}) "
+            + form_html(f"/account/identities/{i['id']}/unlink", "", "Unlink", inline=True)
+            + "</li>" for i in linked)
+        have = {i["provider"] for i in linked}
+        offers = "".join(form_html(f"/account/identities/{name}/link", "",
+                                   f"Link {shown}", inline=True)
+                         for name, shown in login_buttons(settings) if name not in have)
+        return ("<section><h2>Sign-in providers</h2>"
+                + (f"<ul>{items}</ul>" if items else "<p>None linked.</p>")
+                + offers + "</section>")
 
     async def account_action(action: Callable[[dict[str, str]], Awaitable[Any]],
                              done: str, *, step_up: bool = False) -> Response:
@@ -324,10 +465,8 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
                 await flows.require_step_up(accounts, g.principal)
             await action(values)
         except ReauthenticationRequired:
-            return await account_page(
-                error="For this, sign in again (with your second step, if you have one).",
-                status=403, extra=f"<p>{link('/login?return_to=%2Faccount', 'Sign in again')}"
-                "</p>")
+            return await account_page(error=REAUTHENTICATE, status=403,
+                                      extra=f"<p>{link(SIGN_IN_AGAIN, 'Sign in again')}</p>")
         except AuthnodeError as error:
             return await account_page(error=error.message, status=error.status)
         return redirect(f"{public_url}/account?done={done}")
@@ -372,9 +511,8 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
             await flows.require_step_up(accounts, g.principal, always_recent=True)
             enrolment = await flows.start_totp(accounts, g.principal)
         except ReauthenticationRequired:
-            return await account_page(
-                error="For this, sign in again (with your second step, if you have one).",
-                status=403)
+            return await account_page(error=REAUTHENTICATE, status=403,
+                                      extra=f"<p>{link(SIGN_IN_AGAIN, 'Sign in again')}</p>")
         except AuthnodeError as error:
             return await account_page(error=error.message, status=error.status)
         return render("Set up an authenticator app", (
@@ -417,6 +555,54 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics) -> Blueprint:
         async def act(values: dict[str, str]) -> None:
             await flows.delete_passkey(accounts, g.principal, passkey_id[:128])
         return await account_action(act, "passkey-removed", step_up=True)
+
+    @bp.post("/account/identities/<provider>/link")
+    @requires(PAGE_USER)
+    @hide
+    async def link_identity(provider: str) -> Response:
+        """Off to the provider; back at ``/account/identities/linked?link_code=…``."""
+        if oidc is None:
+            return await account_page(error="No sign-in provider is configured.",
+                                      status=404)
+        try:
+            await form()
+            await flows.require_step_up(accounts, g.principal, always_recent=True)
+            oidc.provider(provider[:64])
+            started = await oidc.start(provider[:64],
+                                       return_to=public_url + "/account/identities/linked",
+                                       mode="page", link_user_id=g.principal.user_id)
+        except ReauthenticationRequired:
+            return await account_page(error=REAUTHENTICATE, status=403,
+                                      extra=f"<p>{link(SIGN_IN_AGAIN, 'Sign in again')}</p>")
+        except AuthnodeError as error:
+            return await account_page(error=error.message, status=error.status)
+        return redirect(started.authorization_url)
+
+    @bp.get("/account/identities/linked")
+    @requires(PAGE_USER)
+    @hide
+    async def identity_linked() -> Response:
+        """The provider sent the browser back: the link is confirmed for the signed-in
+        user only (a link code forwarded to someone else links nothing)."""
+        if oidc is None:
+            return await account_page(error="No sign-in provider is configured.",
+                                      status=404)
+        try:
+            await oidc.confirm_own_link(g.principal,
+                                        request.args.get("link_code", "")[:256])
+        except AuthnodeError as error:
+            return await account_page(error=error.message, status=error.status)
+        return redirect(f"{public_url}/account?done=identity-linked")
+
+    @bp.post("/account/identities/<identity_id>/unlink")
+    @requires(PAGE_USER)
+    @hide
+    async def unlink_identity(identity_id: str) -> Response:
+        async def act(values: dict[str, str]) -> None:
+            if oidc is None:
+                raise InvalidRequest("No sign-in provider is configured.")
+            await oidc.unlink(g.principal, identity_id[:128])
+        return await account_action(act, "identity-unlinked", step_up=True)
 
     # ------------------------------------------------------------------ leaving
 

@@ -32,7 +32,9 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem aut
           "table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25rem;"
           "border-bottom:1px solid #ddd;vertical-align:top}section{margin:2rem 0}"
           "a:focus,button:focus,input:focus{outline:3px solid #36c;outline-offset:2px}"
-          "svg{max-width:14rem;height:auto}")
+          "svg{max-width:14rem;height:auto}"
+          "a.button{display:inline-block;padding:.5rem 1rem;border:1px solid #555;"
+          "border-radius:3px;text-decoration:none;color:inherit}")
 
 
 def origin_of(url: str) -> str:

@@ -84,7 +84,7 @@ def _sign_in(jar: CookieJar, email: str, return_to: str = "") -> httpx.Response:
     return response
 
 
-def _forms(html: str) -> list[str]:
+def form_actions(html: str) -> list[str]:
     return [unescape(a) for a in re.findall(r'<form method="post" action="([^"]+)"', html)]
 
 
@@ -134,7 +134,7 @@ def test_sign_in_cookies_account_page_and_sign_out(authnode_env: AuthnodeEnv,
         assert 'value="Ada &lt;b&gt;Lovelace&lt;/b&gt;"' in page.text  # escaped, not markup
 
         # Sign the other session out from the page: its tokens stop working at once.
-        ends = [a for a in _forms(page.text) if a.endswith("/end")]
+        ends = [a for a in form_actions(page.text) if a.endswith("/end")]
         assert ends == [f"{PUBLIC}/account/sessions/{_sid(other)}/end"], ends
         ended = jar.post(ends[0].removeprefix(PUBLIC))
         assert ended.status_code == 303, describe(ended)

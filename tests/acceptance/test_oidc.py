@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from html import unescape
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -37,9 +39,12 @@ from tests.acceptance.test_accounts_support import (
     reset_token,
     wait_mail,
 )
+from tests.acceptance.test_hosted_pages import CookieJar
+from tests.acceptance.test_hosted_pages import form_actions as forms
 from tests.acceptance.test_mfa import enroll_totp
 from tests.conftest import OIDC_TEST_PROVIDER, OIDC_TEST_PUBLIC_URL
 from tests.harness import AuthnodeEnv, AuthnodeProcess, link_token, unique_email
+from tests.harness import link_token as link_token_of
 from tests.services import OidcProviderServer, SmtpRecorder, free_port, wait_until
 from tests.services.oidc_provider import CLIENT_ID, CLIENT_SECRET
 
@@ -527,3 +532,88 @@ def test_serve_refuses_a_bad_provider_setting_naming_it(oidc_env: AuthnodeEnv) -
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and variable in lines[0], result.stderr
         assert CLIENT_SECRET not in result.stderr + result.stdout
+
+
+def _href(page: httpx.Response, text: str) -> str:
+    """The ``href`` of the button-styled link with this text on a hosted page."""
+    found = re.search(r'<a class="button" href="([^"]+)">' + re.escape(text) + "</a>",
+                      page.text)
+    assert found, page.text[:2000]
+    return unescape(found.group(1))
+
+
+@pytest.mark.parametrize("redis_target", ["single"], indirect=True)
+def test_the_hosted_pages_sign_in_with_a_provider_and_link_an_existing_account(
+        server: AuthnodeProcess, oidc_provider: OidcProviderServer, smtp: SmtpRecorder
+) -> None:
+    """/login's "Sign in with …" button, the link page for an address that has an account
+    (nothing linked until its password is given), and the providers on /account."""
+    login_page = server.client.get("/login", params={"return_to": "/account"})
+    button = _href(login_page, "Sign in with Test IdP")
+    assert button == (f"{OIDC_TEST_PUBLIC_URL}/v1/auth/oidc/{IDP}/start?mode=page&"
+                      f"return_to={'http%3A%2F%2Fauth.example.test%2Faccount'}")
+
+    def through_button(account_id: str) -> httpx.Response:
+        started = httpx.get(to_authnode(server, button), timeout=10)
+        assert started.status_code == 302, describe(started)
+        cookie = started.headers["set-cookie"].split(";")[0]
+        back = through_provider(server, started.headers["location"], account_id)
+        return httpx.get(back, headers={"Cookie": cookie}, timeout=10)
+
+    # A new person: signed in, on /account.
+    newcomer, _ = account(oidc_provider)
+    signed_in = through_button(newcomer)
+    assert signed_in.status_code == 303, describe(signed_in)
+    assert signed_in.headers["location"] == f"{OIDC_TEST_PUBLIC_URL}/account"
+
+    # An address with a password account: the link page, then its password.
+    email, _ = register_verified(server.client, smtp, prefix="oidc-page")
+    owner_at_idp, _ = account(oidc_provider, email=email)
+    needs_link = through_button(owner_at_idp)
+    assert needs_link.status_code == 303, describe(needs_link)
+    continue_at = needs_link.headers["location"]
+    assert continue_at.startswith(f"{OIDC_TEST_PUBLIC_URL}/login?oidc_code="), continue_at
+    jar = CookieJar(server.client)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(continue_at).query).items()}
+    link_page = jar.get("/login", **query)
+    assert link_page.status_code == 200, describe(link_page)
+    assert "Link your account" in link_page.text and email in link_page.text
+    assert forms(link_page.text) == [f"{OIDC_TEST_PUBLIC_URL}/login/link",
+                                     f"{OIDC_TEST_PUBLIC_URL}/login/link-email"]
+    link_token = parse_qs_value(link_page.text, "link_token")
+    wrong = jar.post("/login/link", {"link_token": link_token, "password": "nope nope",
+                                     "return_to": "/account"}, origin=OIDC_TEST_PUBLIC_URL)
+    assert wrong.status_code == 401, describe(wrong)
+    assert not jar.cookies, "nothing linked, nobody signed in"
+    # "Email me a link instead": the emailed link's page only shows a button.
+    emailed = jar.post("/login/link-email", {"link_token": link_token},
+                       origin=OIDC_TEST_PUBLIC_URL)
+    assert emailed.status_code == 200 and "Check your email" in emailed.text
+    token = link_token_of(wait_mail(smtp, email, "Confirm a new way to sign in"),
+                          "/link-account")
+    opened = jar.get("/link-account", token=token)
+    assert opened.status_code == 200 and forms(opened.text) == [
+        f"{OIDC_TEST_PUBLIC_URL}/link-account"]
+    assert not jar.cookies, "opening the emailed link links nothing"
+    linked = jar.post("/login/link", {"link_token": link_token, "password": PASSWORD,
+                                      "return_to": "/account"}, origin=OIDC_TEST_PUBLIC_URL)
+    assert linked.status_code == 303, describe(linked)
+    assert linked.headers["location"] == f"{OIDC_TEST_PUBLIC_URL}/account"
+
+    # /account lists the provider; unlinking it leaves the password.
+    page = jar.get("/account")
+    assert page.status_code == 200 and "Sign-in providers" in page.text, describe(page)
+    (unlink,) = [a for a in forms(page.text) if a.endswith("/unlink")]
+    unlinked = jar.post(unlink.removeprefix(OIDC_TEST_PUBLIC_URL),
+                        origin=OIDC_TEST_PUBLIC_URL)
+    assert unlinked.status_code == 303, describe(unlinked)
+    assert "The provider is unlinked." in jar.get("/account", done="identity-unlinked").text
+    assert f"{OIDC_TEST_PUBLIC_URL}/account/identities/{IDP}/link" in forms(
+        jar.get("/account").text)
+
+
+def parse_qs_value(html: str, name: str) -> str:
+    """The value of a hidden field."""
+    found = re.search(rf'<input type="hidden" name="{name}" value="([^"]+)">', html)
+    assert found, html[:2000]
+    return found.group(1)
