@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 from authnode.settings import load_settings  # noqa: E402
 from authnode.tuning import read_host_resources  # noqa: E402
 from bench import report, stack  # noqa: E402
-from bench.scenarios import Options, Runner, evaluate  # noqa: E402
+from bench.scenarios import HEALTHZ_RUNS, Options, Runner, evaluate  # noqa: E402
 from bench.wrk import wrk_binary, wrk_version  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
@@ -114,8 +114,9 @@ def run(args: argparse.Namespace, ferretdb_backend: str | None = None) -> dict[s
         api = stack.start_api(env, workers=1, profile_dir=args.profile)
         worker = stack.start_worker(env)
         users = max(options.connections, 8)
-        # Two sets of refresh chains (warm-up, measured), twice the connections each.
-        seed = stack.seed(api.url, services.smtp, users=users, refresh_sets=2,
+        # Refresh chains (warm-up, measured) for --workers 1 and for --workers 2, twice
+        # the connections each.
+        seed = stack.seed(api.url, services.smtp, users=users, refresh_sets=4,
                           sessions_per_set=2 * options.connections)
         stack.stop(worker)
         worker = None
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace, ferretdb_backend: str | None = None) -> dict[s
                                      [f"{a.email}\t{a.password}" for a in seed.accounts])
         refresh_warm = stack.write_lines(data / "refresh_warm.txt", seed.refresh_sets[0])
         refresh_run = stack.write_lines(data / "refresh_run.txt", seed.refresh_sets[1])
+        refresh2_warm = stack.write_lines(data / "refresh2_warm.txt", seed.refresh_sets[2])
+        refresh2_run = stack.write_lines(data / "refresh2_run.txt", seed.refresh_sets[3])
         profiling = args.profile is not None
 
         w1: dict[str, Any] = {"workers": 1, "ready_s": round(api.ready_s, 3),
@@ -152,7 +155,11 @@ def run(args: argparse.Namespace, ferretdb_backend: str | None = None) -> dict[s
             scenarios["login"] = runner.login(api, accounts, profile=profiling)
         if "healthz" in only:
             scenarios["healthz_idle"] = runner.healthz_idle(api)
-            probed, loaded = runner.healthz_under_login(api, accounts)
+            # The worst of HEALTHZ_RUNS runs is held to the target: one lucky run proves
+            # nothing on a shared machine.
+            runs = [runner.healthz_under_login(api, accounts) for _ in range(HEALTHZ_RUNS)]
+            probed, loaded = max(runs, key=lambda run: run[0]["p99_ms"])
+            probed["runs_p99_ms"] = [run[0]["p99_ms"] for run in runs]
             scenarios["healthz_under_login"] = probed
             scenarios["login_during_probe"] = loaded
             scenarios["healthz_under_cpu_load"] = runner.healthz_under_cpu_load(
@@ -170,6 +177,9 @@ def run(args: argparse.Namespace, ferretdb_backend: str | None = None) -> dict[s
             api = stack.start_api(env, workers=2)
             scenarios["users_me_workers2"] = runner.users_me(api, tokens,
                                                              name="users_me_workers2")
+            if "refresh" in only:
+                scenarios["refresh_workers2"] = runner.refresh(
+                    api, refresh2_warm, refresh2_run, name="refresh_workers2")
             processes.append({
                 "workers": 2, "ready_s": round(api.ready_s, 3),
                 "all_ready_s": round(api.all_ready_s or api.ready_s, 3),

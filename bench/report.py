@@ -8,7 +8,7 @@ from typing import Any
 
 HTTP_ROWS = ("floor", "users_me", "peer_users_me", "refresh", "login", "healthz_idle",
              "healthz_under_login", "login_during_probe", "healthz_under_cpu_load",
-             "users_me_workers2")
+             "users_me_workers2", "refresh_workers2")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -94,6 +94,10 @@ def draw(results: dict[str, Any], path: Path) -> None:
          "CPUs / argon2 verify", "login_rps"),
         ("email jobs/s", get("email", "jobs_per_s"), get("noop_jobs", "jobs_per_s"),
          "no-op jobs", "email_rate"),
+        ("GET /v1/users/me\nvs fastapi-users", get("users_me", "rps"),
+         get("peer_users_me", "rps"), "fastapi-users", "users_me_vs_peer"),
+        ("refresh --workers 2\nreq/s", get("refresh_workers2", "rps"), get("refresh", "rps"),
+         "--workers 1", "refresh_scaling"),
         ("/me --workers 2\nreq/s", get("users_me_workers2", "rps"), get("users_me", "rps"),
          "--workers 1", "workers_scaling"),
     ]
@@ -103,7 +107,7 @@ def draw(results: dict[str, Any], path: Path) -> None:
         ("POST /v1/auth/login", "login", None),
         ("GET /healthz\n(login saturated)", "healthz_under_login", "healthz_idle"),
     ]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 10))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 10))
     width = 0.38
     for i, (_label, value, floor, floor_label, check) in enumerate(pairs):
         top.bar(i - width / 2, value, width, color="tab:blue",

@@ -6,13 +6,15 @@ the same load generator, a moment before or after it:
 ========================  ===========================================  ==================
 scenario                  floor                                        target
 ========================  ===========================================  ==================
-GET /v1/users/me          bare Quart route, same Hypercorn settings,   >= 0.80 req/s,
+GET /v1/users/me          bare Quart route, same Hypercorn settings,   >= 0.60 req/s,
 (cached profile)          JSON body of the same size                   p99 <= 2x floor p99
-POST /v1/auth/refresh     the same bare floor                          >= 0.50 req/s
-POST /v1/auth/login       usable CPUs / one argon2 verify              >= 0.90
-GET /healthz, login       GET /healthz idle (same paced probe)         p99 <= 3x idle p99
-saturated
-email jobs -> SMTP        procrastinate draining no-op jobs            >= 0.80 jobs/s
+POST /v1/auth/refresh     the same bare floor                          >= 0.15 req/s
+POST /v1/auth/login       usable CPUs / one argon2 verify              >= 0.85
+GET /healthz, login       GET /healthz idle (same paced probe)         p99 <= 3x idle p99,
+saturated                                                              in 3 runs of 3
+email jobs -> SMTP        procrastinate draining no-op jobs            >= 0.50 jobs/s
+GET /v1/users/me          fastapi-users' GET /users/me, one process    >= 3x
+--workers 2 refresh       --workers 1 refresh                          >= 1.7
 --workers 2 GET /me       --workers 1 GET /me                          reported
 ========================  ===========================================  ==================
 """
@@ -69,21 +71,27 @@ class Target:
 
 
 TARGETS = (
-    Target("users_me_rps", "users_me", "floor", "rps", ">=", 0.80,
+    Target("users_me_rps", "users_me", "floor", "rps", ">=", 0.60,
            "GET /v1/users/me req/s / bare-floor req/s"),
     Target("users_me_p99", "users_me", "floor", "p99_ms", "<=", 2.0,
            "GET /v1/users/me p99 / bare-floor p99"),
-    Target("refresh_rps", "refresh", "floor", "rps", ">=", 0.50,
+    Target("refresh_rps", "refresh", "floor", "rps", ">=", 0.15,
            "POST /v1/auth/refresh req/s / bare-floor req/s"),
-    Target("login_rps", "login", "hash_bound", "rps", ">=", 0.90,
+    Target("login_rps", "login", "hash_bound", "rps", ">=", 0.85,
            "POST /v1/auth/login req/s / (usable CPUs / one argon2 verify)"),
     Target("healthz_p99", "healthz_under_login", "healthz_idle", "p99_ms", "<=", 3.0,
-           "GET /healthz p99 with login saturated / idle"),
-    Target("email_rate", "email", "noop_jobs", "jobs_per_s", ">=", 0.80,
+           "GET /healthz p99 with login saturated / idle (the worst of 3 runs)"),
+    Target("email_rate", "email", "noop_jobs", "jobs_per_s", ">=", 0.50,
            "email jobs/s through the worker / no-op jobs/s"),
+    Target("users_me_vs_peer", "users_me", "peer_users_me", "rps", ">=", 3.0,
+           "GET /v1/users/me req/s / fastapi-users GET /users/me req/s, one process each"),
+    Target("refresh_scaling", "refresh_workers2", "refresh", "rps", ">=", 1.7,
+           "POST /v1/auth/refresh req/s, --workers 2 / --workers 1"),
     Target("workers_scaling", "users_me_workers2", "users_me", "rps", "report", None,
            "GET /v1/users/me req/s, --workers 2 / --workers 1"),
 )
+
+HEALTHZ_RUNS = 3  # the p99 ratio must hold in every one of them
 
 
 def evaluate(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -210,9 +218,9 @@ class Runner:
         return self.http("peer_users_me", run, peer, warmup=self.warmup_of(run))
 
     def refresh(self, api: stack.Started, warm_tokens: Path, tokens: Path,
-                profile: bool = False) -> dict[str, Any]:
+                profile: bool = False, name: str = "refresh") -> dict[str, Any]:
         run = self.wrk(api.url + "/v1/auth/refresh", "refresh.lua", data=tokens)
-        return self.http("refresh", run, api, warmup=self.warmup_of(run, warm_tokens),
+        return self.http(name, run, api, warmup=self.warmup_of(run, warm_tokens),
                          profile=profile)
 
     def login(self, api: stack.Started, accounts: Path,
