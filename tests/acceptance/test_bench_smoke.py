@@ -15,9 +15,10 @@ pytestmark = pytest.mark.alone
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# peer_users_me: bench/.peer-venv, made by make bootstrap
 HTTP_RUNS = ("floor", "users_me", "peer_users_me", "refresh", "login", "healthz_idle",
              "healthz_under_login", "login_during_probe", "healthz_under_cpu_load",
-             "users_me_workers2", "refresh_workers2")  # peer_users_me: bench/.peer-venv, made by make bootstrap
+             "users_me_workers2", "refresh_workers2")
 JOB_RUNS = ("email", "noop_jobs")
 CHECKS = {"users_me_rps", "users_me_p99", "refresh_rps", "login_rps", "healthz_p99",
           "email_rate", "users_me_vs_peer", "refresh_scaling", "workers_scaling"}
