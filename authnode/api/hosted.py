@@ -22,6 +22,7 @@ from quart_schema import hide
 
 from authnode.accounts import authentication, profile, recovery, registration
 from authnode.accounts.context import Accounts
+from authnode.accounts.models import IssuedTokens
 from authnode.api import browser, schemas
 from authnode.api.access import PAGE_USER, public, requires
 from authnode.api.page_render import field, hidden, message, origin_of, page, redirect
@@ -102,6 +103,14 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = N
                 f'data-api="{escape(public_url)}" data-next="{escape(next_url)}" '
                 f'data-status="{status_id}"{extra}>{escape(text)}</button>'
                 f'<p id="{status_id}" class="error" role="alert"></p>')
+
+    def signed_in(issued: IssuedTokens, return_to: str | None) -> Response:
+        """The browser signed in (cookies) and sent where ``return_to`` may go."""
+        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
+                                          safe_return_url(settings, return_to))
+
+    def no_provider() -> Response:
+        return login_page("", error="No sign-in provider is configured.", status=404)
 
     def provider_buttons(next_url: str) -> str:
         """A "Sign in with …" link per OpenID Connect provider (``OIDC_PROVIDERS``)."""
@@ -191,8 +200,7 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = N
             return link_page(needed, return_to)
         except AuthnodeError as error:
             return login_page(return_to, error=error.message, status=error.status)
-        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
-                                          safe_return_url(settings, return_to))
+        return signed_in(issued, return_to)
 
     def link_page(needed: LinkRequired, return_to: str, *, error: str | None = None,
                   status: int = 200) -> Response:
@@ -218,7 +226,7 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = N
     @hide
     async def link_with_password() -> Response:
         if oidc is None:
-            return login_page("", error="No sign-in provider is configured.", status=404)
+            return no_provider()
         values = await form()
         return_to = values.get("return_to", "")
         try:
@@ -229,15 +237,14 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = N
                     user_agent=user_agent(request))
         except AuthnodeError as error:
             return login_page(return_to, error=error.message, status=error.status)
-        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
-                                          safe_return_url(settings, return_to))
+        return signed_in(issued, return_to)
 
     @bp.post("/login/link-email")
     @public
     @hide
     async def link_by_email() -> Response:
         if oidc is None:
-            return login_page("", error="No sign-in provider is configured.", status=404)
+            return no_provider()
         values = await form()
         try:
             await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
@@ -267,7 +274,7 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = N
     @hide
     async def link_account_submit() -> Response:
         if oidc is None:
-            return login_page("", error="No sign-in provider is configured.", status=404)
+            return no_provider()
         values = await form()
         try:
             await accounts.limiter.check("oidc_ip", ip(), settings.login_ip_limit)
@@ -276,8 +283,7 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = N
                     token=values.get("token", ""), ip=ip(), user_agent=user_agent(request))
         except AuthnodeError as error:
             return login_page("", error=error.message, status=error.status)
-        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
-                                          safe_return_url(settings, None))
+        return signed_in(issued, None)
 
     @bp.post("/login")
     @public
@@ -296,8 +302,7 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = N
         except AuthnodeError as error:
             return login_page(return_to, error=error.message, email=email,
                               status=error.status)
-        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
-                                          safe_return_url(settings, return_to))
+        return signed_in(issued, return_to)
 
     @bp.post("/login/second-factor")
     @public
@@ -315,8 +320,7 @@ def hosted_blueprint(accounts: Accounts, metrics: Metrics, oidc: Oidc | None = N
                 return second_factor_page(mfa_token, ["totp"], return_to,
                                           error=error.message, status=400)
             return login_page(return_to, error=error.message, status=error.status)
-        return browser.signed_in_redirect(schemas.Tokens.body(issued), settings,
-                                          safe_return_url(settings, return_to))
+        return signed_in(issued, return_to)
 
     # ------------------------------------------------------------------ no account yet
 

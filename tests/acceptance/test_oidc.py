@@ -149,6 +149,20 @@ def sign_in(server: AuthnodeProcess, account_id: str) -> httpx.Response:
     return server.client.post("/v1/auth/oidc/exchange", json={"code": code})
 
 
+def link_required(server: AuthnodeProcess, oidc_provider: OidcProviderServer,
+                  smtp: SmtpRecorder) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
+    """A password account, and a provider account with the same verified address whose
+    sign-in answers 409 link_required: (email, user, provider account id, the answer)."""
+    email, user = register_verified(server.client, smtp)
+    account_id, _ = account(oidc_provider, email=email)
+    refused = sign_in(server, account_id)
+    assert refused.status_code == 409, describe(refused)
+    body: dict[str, Any] = refused.json()
+    assert body["error"]["code"] == "link_required" and body["email"] == email
+    assert body["methods"] == ["password", "email", "sign_in_and_link"]
+    return email, user, account_id, body
+
+
 def identities(server: AuthnodeProcess, access_token: str) -> list[dict[str, Any]]:
     response = server.client.get("/v1/users/me/identities", headers=bearer(access_token))
     assert response.status_code == 200, describe(response)
@@ -192,13 +206,7 @@ def test_first_sign_in_creates_an_account_the_second_signs_in(
 def test_a_matching_email_is_linked_only_once_its_owner_confirms(
         server: AuthnodeProcess, oidc_provider: OidcProviderServer,
         smtp: SmtpRecorder) -> None:
-    email, user = register_verified(server.client, smtp)
-    account_id, _ = account(oidc_provider, email=email)
-    refused = sign_in(server, account_id)
-    assert refused.status_code == 409, describe(refused)
-    body = refused.json()
-    assert body["error"]["code"] == "link_required" and body["email"] == email
-    assert body["methods"] == ["password", "email", "sign_in_and_link"]
+    email, user, account_id, body = link_required(server, oidc_provider, smtp)
     own = login(server.client, email)
     assert identities(server, own["access_token"]) == [], "not linked before confirming"
     wrong = server.client.post("/v1/auth/oidc/link/confirm",
@@ -496,12 +504,7 @@ def test_an_apps_own_pkce_binds_the_one_time_code(
 def test_a_matching_email_is_linked_by_an_emailed_link(
         server: AuthnodeProcess, oidc_provider: OidcProviderServer,
         smtp: SmtpRecorder) -> None:
-    email, user = register_verified(server.client, smtp)
-    account_id, _ = account(oidc_provider, email=email)
-    refused = sign_in(server, account_id)
-    assert refused.status_code == 409, describe(refused)
-    body = refused.json()
-    assert body["methods"] == ["password", "email", "sign_in_and_link"]
+    email, user, account_id, body = link_required(server, oidc_provider, smtp)
     sent = server.client.post("/v1/auth/oidc/link/email",
                               json={"link_token": body["link_token"]})
     assert sent.status_code == 202, describe(sent)
