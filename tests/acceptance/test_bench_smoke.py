@@ -47,6 +47,11 @@ def test_quick_bench_runs_every_scenario_and_writes_json(tmp_path: Path) -> None
     assert scenarios["email"]["smtp_received"] == scenarios["email"]["jobs"]
     assert scenarios["hash_bound"]["rps"] > 0
     assert len(scenarios["healthz_under_login"]["runs_p99_ms"]) == 3  # the worst of three
+    rounds = scenarios["users_me"]["rounds"]  # interleaved read rounds, the median kept
+    assert len(rounds) == 3
+    kept = scenarios["users_me"]["rps"] / scenarios["floor"]["rps"]
+    assert round(kept, 3) == sorted(r["users_me_rps_ratio"] for r in rounds)[1]
+    assert all("users_me_vs_peer" in r for r in rounds)
     assert {check["check"] for check in results["checks"]} == CHECKS
     assert all(isinstance(check["ratio"], float) for check in results["checks"])
     assert [p["workers"] for p in results["processes"]] == [1, 2]
