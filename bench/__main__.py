@@ -166,7 +166,7 @@ def run(args: argparse.Namespace, ferretdb_backend: str | None = None) -> dict[s
                 api, env, settings.hash_threads)
         if "email" in only:
             scenarios["email"] = runner.email(env, services, seed)
-            scenarios["noop_jobs"] = runner.noop_jobs(env, seed)
+            scenarios["noop_jobs"] = runner.noop_jobs(env, services, seed)
         w1["rss_mib_at_end"] = [stack.vm_rss_mib(pid)
                                 for pid in stack.serving_pids(api.process)]
         processes.append(w1)

@@ -317,6 +317,7 @@ class Runner:
         recorder: rendered, a link token stored, sent over SMTP, recorded as sent."""
         url = env.variables["POSTGRES_URL"]
         services.smtp.clear()
+        stack.settle_postgres(services.postgres)
         worker = stack.start_worker(env, profile_dir=self.profile_dir)
         groups = {"worker": [worker.proc.pid], **self.service_pids}
         profile = None
@@ -346,8 +347,10 @@ class Runner:
                  f"CPU ms/job {result['cpu_ms_per_job']}")
         return result
 
-    def noop_jobs(self, env: AuthnodeEnv, seed: stack.Seed) -> dict[str, Any]:
+    def noop_jobs(self, env: AuthnodeEnv, services: stack.Services,
+                  seed: stack.Seed) -> dict[str, Any]:
         url = env.variables["POSTGRES_URL"]
+        stack.settle_postgres(services.postgres)
         log_path = env.workdir / "noop_jobs.log"
         with log_path.open("wb") as log:
             worker = subprocess.Popen([sys.executable, "-m", "bench.noop_jobs"],

@@ -217,6 +217,27 @@ def peer_python() -> Path | None:
     return python if python.exists() else None
 
 
+def settle_postgres(postgres: PostgresServer, timeout_s: float = 60) -> None:
+    """VACUUM (ANALYZE) every database, CHECKPOINT, and wait until no autovacuum worker
+    runs: the maintenance that the previous scenarios' writes (FerretDB's tables live on
+    this server too) would otherwise start inside a job scenario's measured window."""
+    with postgres.connect("postgres") as conn:
+        names = [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
+    for name in names:
+        with postgres.connect(name) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+    with postgres.connect("postgres") as conn:
+        conn.execute("CHECKPOINT")
+
+        def no_autovacuum() -> bool:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                               "WHERE backend_type = 'autovacuum worker'").fetchone()
+            return row is not None and row[0] == 0
+
+        wait_until(no_autovacuum, timeout_s, "PostgreSQL's autovacuum workers to finish")
+
+
 def start_peer(env: AuthnodeEnv, postgres: PostgresServer, timeout_s: float = 60) -> Started:
     """fastapi-users on uvicorn (one process), its users in a database of its own on the
     bench's PostgreSQL."""
